@@ -1,0 +1,162 @@
+"""The tables. Money is integer cents; time is aware UTC; no secret is stored in clear."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    """A member's account as imported from the billing system."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("account_type IN ('residential', 'commercial')", name="account_type"),
+        CheckConstraint("past_due_cents >= 0", name="past_due_not_negative"),
+        CheckConstraint("language IS NULL OR language IN ('en', 'es')", name="language"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(20), unique=True)
+    account_type: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(120))
+    # Argon2id over HMAC-SHA256(pepper) of the SSN / tax-ID last four; never the digits.
+    ssn_hash: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(2))
+    email: Mapped[str | None] = mapped_column(String(254))
+    balance_cents: Mapped[int] = mapped_column(BigInteger)
+    past_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    due_date: Mapped[date] = mapped_column(Date)
+    # When the balance was imported: payments taken after this reduce the spoken balance.
+    balance_as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Phone(Base):
+    """A phone number on file (E.164), shared by Call Capture and the portal."""
+
+    __tablename__ = "phones"
+    __table_args__ = (
+        UniqueConstraint("account_id", "e164", name="uq_phones_account_number"),
+        Index("ix_phones_e164", "e164"),
+        CheckConstraint("created_via IN ('import', 'portal', 'ivr')", name="created_via"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(16))
+    created_via: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PinCredential(Base):
+    """The phone PIN of an account, with its failure counter and lock."""
+
+    __tablename__ = "pin_credentials"
+    __table_args__ = (
+        CheckConstraint("origin IN ('member', 'legacy', 'none')", name="origin"),
+        CheckConstraint("failure_count >= 0", name="failure_count_not_negative"),
+        CheckConstraint(
+            "(origin = 'none') = (pin_hash IS NULL)", name="hash_matches_origin"
+        ),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(8), default="none")
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CallerThrottle(Base):
+    """Failed PIN/SSN entries per caller number, to slow guessing across accounts."""
+
+    __tablename__ = "caller_throttle"
+    __table_args__ = (CheckConstraint("failure_count >= 0", name="failure_count_not_negative"),)
+
+    caller: Mapped[str] = mapped_column(String(32), primary_key=True)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Call(Base):
+    """One phone call and where it stands in the flow, keyed by Twilio's CallSid."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'ended')", name="status"),
+        CheckConstraint("step >= 0", name="step_not_negative"),
+        Index("ix_calls_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    from_number: Mapped[str] = mapped_column(String(40))
+    to_number: Mapped[str] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    state: Mapped[str] = mapped_column(String(40))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Non-secret flow context (candidate accounts, counters, pending notice...).
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(8), default="active")
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """An append-only trail entry: who did what, when, where; never a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_call_sid", "call_sid"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event: Mapped[str] = mapped_column(String(40))
+    call_sid: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(String(120))
+    os_user: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    process: Mapped[str | None] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean, default=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

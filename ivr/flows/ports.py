@@ -1,0 +1,179 @@
+"""The ports the call flow talks to the world through.
+
+``ivr.flows`` imports none of flask, stripe or sqlalchemy: the database adapters in
+``db.repositories`` and the hashing in ``ivr.pinhash`` implement these protocols, and
+the tests use fakes of our own where a real peer is not the point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+PinOrigin = Literal["member", "legacy", "none"]
+AccountType = Literal["residential", "commercial"]
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """What the flow may know of an account. Nothing here is secret, but nothing of it
+    is said to the caller before the PIN except the last four of ``number``."""
+
+    id: int
+    number: str
+    account_type: AccountType
+    has_ssn: bool
+    language: str | None
+    balance_cents: int  # imported balance less payments taken since; negative = credit
+    past_due_cents: int
+    due_date: date
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An account's phone PIN record (hashes only)."""
+
+    account_id: int
+    pin_hash: str | None
+    origin: PinOrigin
+    ssn_hash: str | None
+    failure_count: int
+    locked: bool
+    changed_at: datetime | None = None
+
+
+@dataclass
+class CallRecord:
+    """A call's persisted state. ``data`` holds only non-secret flow context."""
+
+    call_sid: str
+    from_number: str
+    to_number: str
+    state: str
+    started_at: datetime
+    language: str = "en"
+    step: int = 0
+    account_id: int | None = None
+    verified: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+    status: Literal["active", "ended"] = "active"
+    outcome: str | None = None
+    ended_at: datetime | None = None
+
+
+class Accounts(Protocol):
+    def by_phone(self, e164: str, limit: int) -> list[AccountSummary]:
+        """Accounts with this number on file, ascending by account number, at most ``limit``."""
+        ...
+
+    def by_number(self, account_number: str) -> AccountSummary | None: ...
+
+    def get(self, account_id: int) -> AccountSummary: ...
+
+
+class Credentials(Protocol):
+    def get(self, account_id: int) -> Credential: ...
+
+    def reserve_attempt(
+        self, account_id: int, now: datetime, limit: int, window: timedelta
+    ) -> bool:
+        """Atomically count one failed try in advance; False when locked or exhausted.
+
+        The reservation is undone by ``release_attempt`` when the entry turns out right.
+        Counting before verifying is what keeps two simultaneous calls from both getting
+        the last try.
+        """
+        ...
+
+    def release_attempt(self, account_id: int) -> None: ...
+
+    def lock_if_exhausted(self, account_id: int, now: datetime, limit: int) -> bool:
+        """Lock the account's phone PIN when its failures reached ``limit``; True if locked."""
+        ...
+
+    def set_pin(self, account_id: int, pin_hash: str, origin: PinOrigin, now: datetime) -> None: ...
+
+    def replace_hash(self, account_id: int, pin_hash: str) -> None:
+        """Store a rehash of the same PIN (parameters raised); origin and dates unchanged."""
+        ...
+
+    def reset(self, account_id: int, now: datetime) -> None:
+        """Clear the PIN: the member creates a new one on the next call."""
+        ...
+
+    def unlock(self, account_id: int, now: datetime) -> None: ...
+
+    def reserve_caller_attempt(
+        self, caller: str, now: datetime, limit: int, window: timedelta
+    ) -> bool:
+        """Count one try against a caller number; False when it is over ``limit`` in ``window``."""
+        ...
+
+    def release_caller_attempt(self, caller: str) -> None: ...
+
+
+class Calls(Protocol):
+    def load_for_update(self, call_sid: str) -> CallRecord | None:
+        """The call, locked for this transaction (one step of a call at a time)."""
+        ...
+
+    def create(self, record: CallRecord) -> CallRecord:
+        """Insert a new call; when ``call_sid`` exists already, return the stored one."""
+        ...
+
+    def save(self, record: CallRecord) -> None: ...
+
+
+class Events(Protocol):
+    def record(
+        self,
+        event: str,
+        *,
+        call_sid: str | None = None,
+        account_id: int | None = None,
+        actor: str | None = None,
+        success: bool = True,
+        **detail: Any,
+    ) -> None:
+        """Append a trail entry. ``detail`` must never hold a secret."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """An aware UTC datetime."""
+        ...
+
+
+class PinHasher(Protocol):
+    def hash(self, secret: str) -> str: ...
+
+    def verify(self, stored: str, secret: str) -> bool:
+        """Constant-time check; False on mismatch or a malformed hash, never raises."""
+        ...
+
+    def needs_rehash(self, stored: str) -> bool: ...
+
+    def dummy_verify(self) -> None:
+        """Spend the time of one verification (unknown accounts cost the same)."""
+        ...
+
+    def digest(self, secret: str, context: str) -> str:
+        """A fast keyed digest (HMAC with the pepper), for holding a value between two
+        steps of one call, e.g. a new PIN awaiting confirmation."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: everything a webhook step reads and writes."""
+
+    accounts: Accounts
+    credentials: Credentials
+    calls: Calls
+    events: Events
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...

@@ -1,0 +1,168 @@
+"""Settings, read once from the environment into a frozen dataclass.
+
+Every variable of the contract (section 6) lives here, validated at start-up: a bad
+value is a one-line ``SettingsError`` naming the variable. Nothing else in the code
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """Opening hours per weekday (0 = Monday), in the utility's zone."""
+
+    days: frozenset[int]
+    opens: time
+    closes: time
+    text: str
+
+    @classmethod
+    def parse(cls, value: str) -> BusinessHours:
+        """Parse ``Mon-Fri 08:00-17:00`` (days may be a range or a comma list)."""
+        match = re.fullmatch(
+            r"\s*([A-Za-z]{3}(?:\s*[-,]\s*[A-Za-z]{3})*)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*",
+            value,
+        )
+        if not match:
+            raise ValueError("expected a form like 'Mon-Fri 08:00-17:00'")
+        days: set[int] = set()
+        for part in match.group(1).lower().replace(" ", "").split(","):
+            ends = part.split("-")
+            if any(end not in DAYS for end in ends) or len(ends) > 2:
+                raise ValueError(f"unknown day in {part!r}")
+            first, last = DAYS.index(ends[0]), DAYS.index(ends[-1])
+            days.update(range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)])
+        opens = time(int(match.group(2)), int(match.group(3)))
+        closes = time(int(match.group(4)), int(match.group(5)))
+        if closes <= opens:
+            raise ValueError("closing time must be after opening time")
+        return cls(frozenset(days), opens, closes, value.strip())
+
+
+def _cents(name: str, raw: str) -> int:
+    try:
+        amount = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(f"{name} must be an amount in dollars like 5000.00, got {raw!r}") from None
+    if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise SettingsError(f"{name} must be a positive amount with at most 2 decimals, got {raw!r}")
+    return int(amount * 100)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise SettingsError(f"{name} must be a whole number of at least {minimum}, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    pepper: bytes
+    database_url: str | None = None
+    twilio_auth_token: str | None = None
+    public_url: str | None = None
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    portal_token: str | None = None
+    utility_name: str = "Demo Electric Cooperative"
+    member_services_number: str = "+12025550100"
+    business_hours: BusinessHours = field(
+        default_factory=lambda: BusinessHours.parse("Mon-Fri 08:00-17:00")
+    )
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("America/Chicago"))
+    payment_min_cents: int = 100
+    payment_max_cents: int = 500_000
+    pin_failures_per_call: int = 3
+    pin_failures_per_account: int = 5
+    pin_failure_window_hours: int = 24
+    caller_failures_per_hour: int = 10
+    pin_blocklist_file: str | None = None
+    prompts_dir: str | None = None
+    log_format: str = "console"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    receipt_from: str = "securepay@localhost"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise ``SettingsError`` on bad input."""
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        pepper = text("SECUREPAY_PEPPER")
+        if pepper is None:
+            raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
+        if len(pepper) < 16:
+            raise SettingsError("SECUREPAY_PEPPER must be at least 16 characters long")
+        public_url = text("SECUREPAY_PUBLIC_URL")
+        if public_url is not None:
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+                raise SettingsError(f"SECUREPAY_PUBLIC_URL must be an http(s) base URL, got {public_url!r}")
+            public_url = public_url.rstrip("/")
+        hours_raw = text("SECUREPAY_BUSINESS_HOURS") or "Mon-Fri 08:00-17:00"
+        try:
+            hours = BusinessHours.parse(hours_raw)
+        except ValueError as exc:
+            raise SettingsError(f"SECUREPAY_BUSINESS_HOURS: {exc}, got {hours_raw!r}") from None
+        zone_name = text("SECUREPAY_TIMEZONE") or "America/Chicago"
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"SECUREPAY_TIMEZONE is not a known time zone: {zone_name!r}") from None
+        minimum = _cents("SECUREPAY_PAYMENT_MIN", text("SECUREPAY_PAYMENT_MIN") or "1.00")
+        maximum = _cents("SECUREPAY_PAYMENT_MAX", text("SECUREPAY_PAYMENT_MAX") or "5000.00")
+        if maximum < minimum:
+            raise SettingsError("SECUREPAY_PAYMENT_MAX must not be below SECUREPAY_PAYMENT_MIN")
+        member_services = text("SECUREPAY_MEMBER_SERVICES_NUMBER") or "+12025550100"
+        if not re.fullmatch(r"\+?[0-9]{7,15}", member_services):
+            raise SettingsError(
+                f"SECUREPAY_MEMBER_SERVICES_NUMBER must be a phone number, got {member_services!r}"
+            )
+        log_format = text("SECUREPAY_LOG_FORMAT") or "console"
+        if log_format not in ("console", "json"):
+            raise SettingsError(f"SECUREPAY_LOG_FORMAT must be console or json, got {log_format!r}")
+        return cls(
+            pepper=pepper.encode(),
+            database_url=text("SECUREPAY_DATABASE_URL"),
+            twilio_auth_token=text("TWILIO_AUTH_TOKEN"),
+            public_url=public_url,
+            stripe_api_key=text("STRIPE_API_KEY"),
+            stripe_api_base=text("STRIPE_API_BASE"),
+            portal_token=text("SECUREPAY_PORTAL_TOKEN"),
+            utility_name=text("SECUREPAY_UTILITY_NAME") or "Demo Electric Cooperative",
+            member_services_number=member_services,
+            business_hours=hours,
+            timezone=zone,
+            payment_min_cents=minimum,
+            payment_max_cents=maximum,
+            pin_failures_per_call=_int(env, "SECUREPAY_PIN_FAILURES_PER_CALL", 3),
+            pin_failures_per_account=_int(env, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT", 5),
+            pin_failure_window_hours=_int(env, "SECUREPAY_PIN_FAILURE_WINDOW_HOURS", 24),
+            caller_failures_per_hour=_int(env, "SECUREPAY_CALLER_FAILURES_PER_HOUR", 10),
+            pin_blocklist_file=text("SECUREPAY_PIN_BLOCKLIST_FILE"),
+            prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
+            log_format=log_format,
+            smtp_host=text("SECUREPAY_SMTP_HOST"),
+            smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
+            receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",
+        )

@@ -1,0 +1,92 @@
+"""Shared fixtures: a clean database on each backend, settings for tests.
+
+Every database test runs on SQLite and, where ``SECUREPAY_TEST_POSTGRES_URL`` is set, on
+PostgreSQL; elsewhere the PostgreSQL variants are reported as skipped, by name.
+Each test gets empty tables (truncated, not rolled back), so tests may use several
+connections at once, as concurrent calls do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from db.engine import build_engine
+from db.models import Base
+
+POSTGRES_URL = os.environ.get("SECUREPAY_TEST_POSTGRES_URL")
+
+TEST_ENV = {
+    "SECUREPAY_PEPPER": "test-pepper-0123456789abcdef",
+    "TWILIO_AUTH_TOKEN": "test-auth-token",
+    "SECUREPAY_PUBLIC_URL": "https://ivr.example.test",
+    "SECUREPAY_UTILITY_NAME": "Test Valley Electric",
+    "SECUREPAY_MEMBER_SERVICES_NUMBER": "+12025550100",
+    "SECUREPAY_TIMEZONE": "America/Chicago",
+}
+
+
+@pytest.fixture(scope="session")
+def _postgres_engine() -> Iterator[Engine]:
+    assert POSTGRES_URL is not None
+    engine = build_engine(POSTGRES_URL)
+    Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    Base.metadata.create_all(engine)
+    yield engine
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+def _truncate(engine: Engine) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    POSTGRES_URL is None, reason="SECUREPAY_TEST_POSTGRES_URL is not set"
+                ),
+            ],
+        ),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this test: ``sqlite`` or ``postgresql``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A fresh, empty schema on the test's backend."""
+    if backend == "postgresql":
+        pg: Engine = request.getfixturevalue("_postgres_engine")
+        _truncate(pg)
+        yield pg
+        return
+    engine = build_engine(f"sqlite:///{tmp_path / 'securepay.db'}")
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def test_env(database_url: str) -> dict[str, str]:
+    return {**TEST_ENV, "SECUREPAY_DATABASE_URL": database_url}
