@@ -1,0 +1,179 @@
+"""Logging: structlog for our events, the stdlib's for everyone else's, one redaction.
+
+SECURITY rule 20: a careless log call must not leak a PIN, an SSN, a card number or a
+token. So redaction is not left to each call site; ``redact_secrets`` runs on every
+event, ours and those of werkzeug or gunicorn (routed through the root logger), and it
+runs after exceptions have been turned into text, so an exception message that quotes
+the digits is scrubbed too.
+
+It is deliberately blunt: a key that merely *sounds* secret (``company`` contains
+``pan``) is redacted, and any long run of digits is masked. Losing a harmless field in
+a log line is cheap; a card number in a log file puts the whole system in PCI scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = ["bind_call", "clear_call", "configure_logging", "redact_secrets"]
+
+REDACTED = "[redacted]"
+DIGITS = "[digits]"
+
+# A key whose lowercased name contains one of these holds a secret, whatever its value.
+SECRET_KEY_PARTS = (
+    "digits", "pin", "ssn", "tax_id", "password", "passwd", "secret", "token",
+    "authorization", "auth_header", "cookie", "card", "pan", "cvv", "cvc",
+    "security_code", "expiration", "expiry", "pepper", "api_key",
+)  # fmt: skip
+
+# Our own identifiers: never scrubbed, so a log line can always be tied to its call.
+_UNSCRUBBED_KEYS = frozenset({"call_sid", "request_id"})
+
+# Keys ProcessorFormatter uses internally; they are removed before rendering.
+_FORMATTER_KEYS = frozenset({"_record", "_from_structlog"})
+
+# Seven or more digits, single spaces or dashes allowed between them (card numbers,
+# SSNs, phone numbers, account numbers), not glued to a letter or digit on either side,
+# so ids such as Twilio's ``CA0123456789abcdef...`` are left whole.
+_DIGIT_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d){6,}(?![^\W_])")
+# An ISO date (2026-11-30) has eight digits but is not a secret worth losing it for.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+_MAX_DEPTH = 16
+_HANDLER_NAME = "securepay"
+
+
+def _scrub_text(text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return run if _ISO_DATE.fullmatch(run) else DIGITS
+
+    return _DIGIT_RUN.sub(mask, text)
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def _clean(value: object, depth: int) -> object:
+    """Scrub one value: containers recursively, everything else as its text."""
+    if depth > _MAX_DEPTH:
+        return "[too deep]"
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, int | float):
+        # Numbers are kept as numbers unless their digits would be masked as text.
+        return value if _scrub_text(str(value)) == str(value) else DIGITS
+    if isinstance(value, Mapping):
+        return _clean_mapping(value, depth + 1)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_clean(item, depth + 1) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    # Anything else (exceptions, dates, models) is rendered by its text: scrub that text,
+    # so a renderer's repr() or str() cannot bring back what we masked.
+    return _scrub_text(str(value))
+
+
+def _clean_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+    cleaned: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        if _is_secret_key(key):
+            cleaned[key] = REDACTED
+        elif key in _UNSCRUBBED_KEYS or key in _FORMATTER_KEYS:
+            cleaned[key] = value
+        else:
+            cleaned[_scrub_text(key) if isinstance(key, str) else key] = _clean(value, depth)
+    return cleaned
+
+
+def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask secret-named keys and long digit runs, at any depth.
+
+    An ``exc_info`` still in the event is turned into text first, so a traceback never
+    reaches a renderer unscrubbed even in a chain that forgot ``format_exc_info``.
+    """
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    return _clean_mapping(event_dict, 0)
+
+
+def _renderer(fmt: Literal["console", "json"]) -> Processor:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    raise ValueError(f"log format must be 'console' or 'json', got {fmt!r}")
+
+
+def configure_logging(
+    fmt: Literal["console", "json"] = "console", stream: TextIO | None = None
+) -> None:
+    """Send structlog events and stdlib log records to ``stream`` (stderr), redacted.
+
+    Both go through one handler on the root logger with one ``ProcessorFormatter``, so
+    there is a single place where lines are redacted and written. Calling this again
+    replaces that handler instead of adding a second one.
+    """
+    renderer = _renderer(fmt)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.format_exc_info,
+            # Redact before the event leaves structlog: other handlers on the root
+            # logger (an error tracker, pytest's capture) then see only clean events.
+            redact_secrets,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def bind_call(call_sid: str, request_id: str) -> None:
+    """Tag every log line of this request with its call and request ids."""
+    structlog.contextvars.bind_contextvars(call_sid=call_sid, request_id=request_id)
+
+
+def clear_call() -> None:
+    """Forget the request's context, so nothing bound for one call leaks into the next
+    request served by the same worker thread."""
+    structlog.contextvars.clear_contextvars()
