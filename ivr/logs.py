@@ -110,7 +110,7 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
     return _clean_mapping(event_dict, 0)
 
 
-def _renderer(fmt: Literal["console", "json"]) -> Processor:
+def _renderer(fmt: str) -> Processor:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
     if fmt == "console":
@@ -118,10 +118,14 @@ def _renderer(fmt: Literal["console", "json"]) -> Processor:
     raise ValueError(f"log format must be 'console' or 'json', got {fmt!r}")
 
 
-def configure_logging(
-    fmt: Literal["console", "json"] = "console", stream: TextIO | None = None
-) -> None:
+LogFormat = Literal["console", "json"]
+
+
+def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = None) -> None:
     """Send structlog events and stdlib log records to ``stream`` (stderr), redacted.
+
+    ``fmt`` is ``"console"`` (key=value lines for people) or ``"json"`` (one object per
+    line, for a log collector); anything else raises ``ValueError``.
 
     Both go through one handler on the root logger with one ``ProcessorFormatter``, so
     there is a single place where lines are redacted and written. Calling this again

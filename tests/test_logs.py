@@ -237,3 +237,11 @@ def test_digit_runs_are_masked_whatever_the_separator_count() -> None:
     text = "123 45 67 and 1234567 and 123456 and 12--34567"
     event = redact_secrets(None, "info", {"event": text})
     assert event["event"] == "[digits] and [digits] and 123456 and 12--34567"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_unknown_log_format_is_refused_before_anything_changes() -> None:
+    handlers = list(logging.getLogger().handlers)
+    with pytest.raises(ValueError, match="'xml'"):
+        configure_logging("xml")
+    assert logging.getLogger().handlers == handlers
