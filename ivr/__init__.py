@@ -8,7 +8,13 @@ from pathlib import Path
 from flask import Flask
 
 from db.engine import build_engine, session_factory
+from ivr.flows.call_flow import CALL_FLOW
+from ivr.flows.context import FlowConfig
+from ivr.flows.engine import FlowEngine
+from ivr.flows.pin_policy import PinPolicy
+from ivr.logs import configure_logging
 from ivr.pinhash import Argon2PinHasher
+from ivr.prompts import Catalog
 from ivr.services import Services, SystemClock
 from ivr.settings import Settings, SettingsError
 
@@ -25,6 +31,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         settings = Settings.from_env(os.environ)
     if not cli and settings.twilio_auth_token is None:
         raise SettingsError("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+    configure_logging(settings.log_format)
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     url = settings.database_url
@@ -32,11 +39,22 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(app.instance_path) / 'securepay.db'}"
     engine = build_engine(url)
+    catalog = Catalog.load(settings.prompts_dir)
+    policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
     Services(
         settings=settings,
         engine=engine,
         sessions=session_factory(engine),
         hasher=Argon2PinHasher(settings.pepper),
         clock=SystemClock(),
+        catalog=catalog,
+        policy=policy,
+        flow_engine=FlowEngine(CALL_FLOW, catalog),
+        flow_config=FlowConfig.from_settings(settings),
     ).init_app(app)
+
+    from ivr import health, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
     return app

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import socket
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ivr.flows.ports import PinHasher
+from db.repositories import SqlUnitOfWork
+from ivr.flows.context import Ctx, FlowConfig
+from ivr.flows.engine import FlowEngine
+from ivr.flows.pin_policy import PinPolicy
+from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
+from ivr.prompts import Catalog
 from ivr.settings import Settings
 
 EXTENSION_KEY = "securepay"
@@ -28,10 +35,30 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     hasher: PinHasher
-    clock: SystemClock
+    clock: Clock
+    catalog: Catalog
+    policy: PinPolicy
+    flow_engine: FlowEngine
+    flow_config: FlowConfig
+    process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self
+
+    def unit_of_work(self) -> SqlUnitOfWork:
+        """A new transaction (use as a context manager)."""
+        return SqlUnitOfWork(self.sessions, process=self.process, clock=self.clock.now)
+
+    def context(self, call: CallRecord, uow: UnitOfWork) -> Ctx:
+        """What one step of ``call`` needs, inside ``uow``."""
+        return Ctx(
+            call=call,
+            uow=uow,
+            hasher=self.hasher,
+            policy=self.policy,
+            clock=self.clock,
+            config=self.flow_config,
+        )
 
 
 def current_services() -> Services:

@@ -11,12 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, text
 
 from db.engine import build_engine
 from db.models import Base
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ivr.softphone import Softphone
+    from tests.fakes import FakeClock
 
 POSTGRES_URL = os.environ.get("SECUREPAY_TEST_POSTGRES_URL")
 
@@ -90,3 +97,35 @@ def database_url(engine: Engine) -> str:
 @pytest.fixture
 def test_env(database_url: str) -> dict[str, str]:
     return {**TEST_ENV, "SECUREPAY_DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    from tests.fakes import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def app(test_env: dict[str, str], clock: FakeClock) -> Iterator[Flask]:
+    """The real application on the test's database, with a clock the test controls."""
+    from ivr import create_app
+    from ivr.services import EXTENSION_KEY
+    from ivr.settings import Settings
+
+    application = create_app(Settings.from_env(test_env))
+    application.extensions[EXTENSION_KEY].clock = clock
+    yield application
+    application.extensions[EXTENSION_KEY].engine.dispose()
+
+
+@pytest.fixture
+def phone(app: Flask) -> Softphone:
+    """The Twilio simulator, signing every request as Twilio would."""
+    from ivr.softphone import FlaskTransport, Softphone
+
+    return Softphone(
+        FlaskTransport(app),
+        auth_token=TEST_ENV["TWILIO_AUTH_TOKEN"],
+        public_url=TEST_ENV["SECUREPAY_PUBLIC_URL"],
+    )

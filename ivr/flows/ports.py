@@ -169,10 +169,17 @@ class PinHasher(Protocol):
 class UnitOfWork(Protocol):
     """One transaction: everything a webhook step reads and writes."""
 
-    accounts: Accounts
-    credentials: Credentials
-    calls: Calls
-    events: Events
+    @property
+    def accounts(self) -> Accounts: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def calls(self) -> Calls: ...
+
+    @property
+    def events(self) -> Events: ...
 
     def commit(self) -> None: ...
 

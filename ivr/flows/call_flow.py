@@ -1,0 +1,60 @@
+"""The Secure Pay call, one row per state (contract section 2).
+
+Read a row as: the state's name; what the caller hears; what is gathered; where each
+key leads. A wrong key or no input is a miss unless a row says otherwise (three misses
+end the call politely); `9` repeats a menu. Adding a menu option is one key here and
+one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at import.
+"""
+
+from __future__ import annotations
+
+from ivr.flows import identify, pin
+from ivr.flows.machine import ENTERED, REPEAT, Entry, Flow, Menu, Say, State, said
+from ivr.flows.menu import member_services_from, notice_then, speak_account_menu
+
+CALL_FLOW = Flow.define(
+    start="language",
+    too_many_misses="no_input_goodbye",
+    states=[
+        # -- 2.1 language ------------------------------------------------------------------
+        State("language", identify.speak_language_menu, Menu(),
+              on={"1": identify.choose_language, "2": identify.choose_language},
+              timeout=identify.choose_language),
+        # -- 2.2 identify (Call Capture, or keyed) ----------------------------------------
+        State("confirm_found", identify.speak_capture_one, Menu(),
+              on={"1": identify.select_captured, "2": "enter_account", "9": REPEAT}),
+        State("choose_account", identify.speak_capture_choices, Menu(),
+              on={**{str(k): identify.select_captured for k in range(1, 9)},
+                  "9": "enter_account"}),
+        State("enter_account", said("enter_account"), Entry(max_digits=20),
+              on={ENTERED: identify.account_entered, "*": identify.back_to_capture}),
+        State("account_not_found", said("account_not_found"), Say(), outcome="unidentified"),
+        # -- 2.3 PIN -----------------------------------------------------------------------
+        State("pin_entry", said("pin_entry"), Entry(digits=4),
+              on={ENTERED: pin.pin_entered}, guard="identified"),
+        State("pin_wrong", said("pin_wrong"), Menu(),
+              on={"1": "pin_entry", "2": pin.forgot_pin, "9": REPEAT}, guard="identified"),
+        State("ssn_entry", pin.speak_ssn_entry, Entry(digits=4),
+              on={ENTERED: pin.ssn_entered}, guard="identified"),
+        State("pin_referral", said("pin_referral"), Menu(),
+              on={"0": member_services_from("pin_referral"), "2": identify.switch_account,
+                  "9": REPEAT}),
+        State("new_pin", said("new_pin"), Entry(digits=4),
+              on={ENTERED: pin.pin_chosen}, guard="may_set_pin"),
+        State("new_pin_confirm", said("new_pin_confirm"), Entry(digits=4),
+              on={ENTERED: pin.pin_confirmed, "*": pin.back_to_new_pin}, guard="may_set_pin"),
+        State(pin.AUTH_FAILED, said("auth_failed"), Say(), outcome="auth-failed"),
+        # -- 2.4 account menu --------------------------------------------------------------
+        State("account_menu", speak_account_menu, Menu(),
+              on={"1": notice_then("account_menu", "payments_unavailable"),
+                  "2": notice_then("account_menu", "payments_unavailable"),
+                  "3": notice_then("account_menu", "payments_unavailable"),
+                  "4": notice_then("account_menu", "autopay_in_portal"),
+                  "0": member_services_from("account_menu"),
+                  "9": REPEAT},
+              guard="verified"),
+        # -- 2.8, 2.9 and the polite ends -------------------------------------------------
+        State("transfer", said("transfer"), Say(dial=True), outcome="transferred"),
+        State("no_input_goodbye", said("no_input_goodbye"), Say(), outcome="no-input"),
+    ],
+)

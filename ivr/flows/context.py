@@ -1,0 +1,87 @@
+"""What a flow step sees: the call, the ports, the configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta, tzinfo
+from typing import Any
+
+from ivr.flows.pin_policy import PinPolicy
+from ivr.flows.ports import AccountSummary, CallRecord, Clock, PinHasher, UnitOfWork
+from ivr.settings import BusinessHours, Settings
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The settings a call flow needs, taken from ``Settings`` once."""
+
+    utility_name: str
+    member_services_number: str
+    business_hours: BusinessHours
+    timezone: tzinfo
+    payment_min_cents: int
+    payment_max_cents: int
+    pin_failures_per_call: int = 3
+    pin_failures_per_account: int = 5
+    pin_failure_window: timedelta = timedelta(hours=24)
+    caller_failures_per_hour: int = 10
+    max_captured_accounts: int = 8
+    account_entry_tries: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FlowConfig:
+        return cls(
+            utility_name=settings.utility_name,
+            member_services_number=settings.member_services_number,
+            business_hours=settings.business_hours,
+            timezone=settings.timezone,
+            payment_min_cents=settings.payment_min_cents,
+            payment_max_cents=settings.payment_max_cents,
+            pin_failures_per_call=settings.pin_failures_per_call,
+            pin_failures_per_account=settings.pin_failures_per_account,
+            pin_failure_window=timedelta(hours=settings.pin_failure_window_hours),
+            caller_failures_per_hour=settings.caller_failures_per_hour,
+        )
+
+
+@dataclass
+class Ctx:
+    """One step of one call: read and change ``call``; reach the world through the ports."""
+
+    call: CallRecord
+    uow: UnitOfWork
+    hasher: PinHasher
+    policy: PinPolicy
+    clock: Clock
+    config: FlowConfig
+    _account: AccountSummary | None = field(default=None, repr=False)
+
+    @property
+    def lang(self) -> str:
+        return self.call.language
+
+    @property
+    def caller(self) -> str | None:
+        """The caller's number in E.164 when Call Capture could read it."""
+        value = self.call.data.get("caller_e164")
+        return str(value) if value else None
+
+    def account(self) -> AccountSummary:
+        """The account this call is about (identified, not necessarily verified)."""
+        if self.call.account_id is None:
+            raise LookupError("no account is selected on this call")
+        if self._account is None or self._account.id != self.call.account_id:
+            self._account = self.uow.accounts.get(self.call.account_id)
+        return self._account
+
+    def event(self, name: str, *, success: bool = True, **detail: Any) -> None:
+        """Append a trail event for this call (never with a secret in ``detail``)."""
+        self.uow.events.record(
+            name,
+            call_sid=self.call.call_sid,
+            account_id=self.call.account_id,
+            actor=self.caller or "caller-id-withheld",
+            success=success,
+            state=self.call.state,
+            **detail,
+        )

@@ -1,0 +1,173 @@
+"""Walks a ``Flow`` one webhook at a time.
+
+Each request carries the step number it answers (``?n=``, signed by Twilio with the
+URL). The engine only acts on the step the call is at: a replayed, reordered or stale
+request changes nothing and hears the current prompt again; an ended call accepts
+nothing more. State lives in the ``CallRecord``, so any worker can answer any step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr.flows.context import Ctx
+from ivr.flows.machine import ENTERED, MISS, REPEAT, Action, Entry, Flow, Go, Menu, Phrase, Say, State
+from ivr.flows.reply import Dial, Gather, Reply, Speech
+from ivr.prompts import Catalog
+
+MISSES_ALLOWED = 3
+
+
+@dataclass(frozen=True)
+class Input:
+    """What Twilio posted for a step: ``digits`` is None on a timeout (no input)."""
+
+    step: int
+    digits: str | None
+
+
+class FlowEngine:
+    def __init__(self, flow: Flow, catalog: Catalog) -> None:
+        self.flow = flow
+        self.catalog = catalog
+
+    def start(self, ctx: Ctx) -> Reply:
+        """The first webhook of a call: enter the start state (a replay re-says it)."""
+        call = ctx.call
+        if call.step == 0 and call.status == "active":
+            call.state = self.flow.start
+            call.step = 1
+            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
+            ctx.event("call_started", to_number=call.to_number)
+        return self.render(ctx)
+
+    def handle(self, ctx: Ctx, received: Input) -> Reply:
+        call = ctx.call
+        if call.status == "ended":
+            ctx.event("step_refused", success=False, reason="call_ended")
+            return Reply(step=call.step, hangup=True)
+        if received.step != call.step:
+            ctx.event("step_refused", success=False, reason="stale_step", got=received.step)
+            return self.render(ctx)
+        state = self.flow[call.state]
+        if not self._guard_holds(ctx, state):
+            return self._refuse(ctx, "guard")
+        target = self._target(state, received.digits)
+        if target == REPEAT:
+            self._enter(ctx, Go(call.state), same_state=True)
+        elif target == MISS:
+            notice = Phrase("invalid_entry") if received.digits else None
+            self._miss(ctx, notice, "invalid_key" if received.digits else "no_input")
+        elif isinstance(target, Action):
+            go = target.run(ctx, received.digits or "")
+            if go.state not in target.leads_to:
+                raise RuntimeError(f"action {target.name} went to undeclared {go.state!r}")
+            if go.miss:
+                self._miss(ctx, go.notice, "invalid_entry")
+            else:
+                self._enter(ctx, go, same_state=go.state == state.name)
+        else:
+            self._enter(ctx, Go(target), same_state=target == state.name)
+        return self.render(ctx)
+
+    def end(self, ctx: Ctx, outcome: str) -> None:
+        """The call ended (status callback): record the outcome if none was reached."""
+        call = ctx.call
+        if call.status == "ended":
+            return
+        call.status = "ended"
+        call.outcome = call.outcome or outcome
+        call.ended_at = ctx.clock.now()
+        ctx.event("call_ended", outcome=call.outcome, last_state=call.state)
+
+    # -- transitions -------------------------------------------------------------
+
+    def _miss(self, ctx: Ctx, notice: Phrase | None, kind: str) -> None:
+        """No input or a wrong key: say the state again; the third miss ends the call."""
+        call = ctx.call
+        misses = int(call.data.get("misses", 0)) + 1
+        call.data["misses"] = misses
+        if misses >= MISSES_ALLOWED:
+            ctx.event("menu_abandoned", success=False, misses=misses)
+            self._enter(ctx, Go(self.flow.too_many_misses))
+        else:
+            ctx.event("input_missed", success=False, kind=kind)
+            self._enter(ctx, Go(call.state, notice=notice), same_state=True, keep_misses=True)
+
+    def _target(self, state: State, digits: str | None) -> str | Action:
+        if isinstance(state.input, Menu):
+            if not digits:
+                return state.timeout
+            return state.on.get(digits, state.invalid)
+        if digits == "*" and "*" in state.on:
+            return state.on["*"]
+        if not digits:
+            return state.timeout
+        return state.on[ENTERED]
+
+    def _enter(
+        self, ctx: Ctx, go: Go, *, same_state: bool = False, keep_misses: bool = False
+    ) -> None:
+        call = ctx.call
+        target = self.flow[go.state]
+        if not self._guard_holds(ctx, target):
+            raise RuntimeError(f"state {target.name!r} entered without {target.guard}")
+        if not (same_state and keep_misses):
+            call.data.pop("misses", None)
+        if go.notice is not None:
+            call.data["notice"] = {"key": go.notice.key, "args": dict(go.notice.args)}
+        else:
+            call.data.pop("notice", None)
+        if not same_state:
+            ctx.event("state_entered", to_state=target.name)
+        call.state = target.name
+        call.step += 1
+        if target.is_end:
+            call.status = "ended"
+            call.outcome = go.outcome or target.outcome or call.outcome or "completed"
+            call.ended_at = ctx.clock.now()
+            ctx.event("call_ended", outcome=call.outcome, last_state=target.name)
+
+    @staticmethod
+    def _guard_holds(ctx: Ctx, state: State) -> bool:
+        call = ctx.call
+        if state.guard == "identified":
+            return call.account_id is not None or bool(call.data.get("unknown_account"))
+        if state.guard == "may_set_pin":
+            return call.account_id is not None and bool(call.data.get("may_set_pin"))
+        if state.guard == "verified":
+            return call.account_id is not None and call.verified
+        return True
+
+    def _refuse(self, ctx: Ctx, reason: str) -> Reply:
+        call = ctx.call
+        ctx.event("step_refused", success=False, reason=reason)
+        call.status = "ended"
+        call.outcome = call.outcome or "error"
+        call.ended_at = ctx.clock.now()
+        return Reply(step=call.step, speech=(self._speech(ctx, Phrase("error_apology")),), hangup=True)
+
+    # -- rendering ---------------------------------------------------------------
+
+    def render(self, ctx: Ctx) -> Reply:
+        call = ctx.call
+        state = self.flow[call.state]
+        phrases: list[Phrase] = []
+        notice = call.data.get("notice")
+        if notice:
+            phrases.append(Phrase(notice["key"], notice.get("args", {})))
+        phrases.extend(state.speak(ctx))
+        speech = tuple(self._speech(ctx, phrase) for phrase in phrases)
+        if isinstance(state.input, Say):
+            dial = Dial(ctx.config.member_services_number) if state.input.dial else None
+            return Reply(step=call.step, speech=speech, dial=dial, hangup=dial is None)
+        spec = state.input
+        if isinstance(spec, Entry):
+            gather = Gather(speech, spec.digits, "#", spec.timeout_seconds)
+        else:
+            gather = Gather(speech, 1, "", spec.timeout_seconds)
+        return Reply(step=call.step, gather=gather)
+
+    def _speech(self, ctx: Ctx, phrase: Phrase) -> Speech:
+        language = phrase.language or ctx.lang
+        return Speech(self.catalog.text(language, phrase.key, phrase.args), language)

@@ -1,0 +1,41 @@
+"""What the IVR answers, independent of TwiML: ``ivr.twiml`` renders it for Twilio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Speech:
+    text: str
+    language: str  # "en" or "es"
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Prompts said while listening for keys; no input falls through to a redirect."""
+
+    speech: tuple[Speech, ...]
+    num_digits: int | None
+    finish_on_key: str
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class Dial:
+    number: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one webhook: what is said, then a Gather, a Dial or a hang-up.
+
+    ``step`` is the step number the next request must carry (it is signed by Twilio
+    with the rest of the URL, so a replayed or reordered request is recognized).
+    """
+
+    step: int
+    speech: tuple[Speech, ...] = ()
+    gather: Gather | None = None
+    dial: Dial | None = None
+    hangup: bool = False

@@ -1,0 +1,53 @@
+"""Renders a flow ``Reply`` as TwiML with the twilio library."""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr.flows.reply import Reply
+from ivr.flows.speech import language_tag
+
+STEP_PATH = "/ivr/step"
+
+
+def step_url(step: int) -> str:
+    """Where the next request of the call goes; only the step number, never a secret."""
+    return f"{STEP_PATH}?n={step}"
+
+
+def render(reply: Reply) -> str:
+    response = VoiceResponse()
+    for speech in reply.speech:
+        response.say(speech.text, language=language_tag(speech.language))
+    if reply.gather is not None:
+        spec = reply.gather
+        url = step_url(reply.step)
+        gather = response.gather(
+            input="dtmf",
+            action=url,
+            method="POST",
+            num_digits=spec.num_digits,
+            finish_on_key=spec.finish_on_key,
+            timeout=spec.timeout_seconds,
+        )
+        for speech in spec.speech:
+            gather.say(speech.text, language=language_tag(speech.language))
+        # No input: Twilio falls through to the next verb; the step hears "no input".
+        response.redirect(url, method="POST")
+    if reply.dial is not None:
+        response.dial(reply.dial.number)
+    if reply.hangup or reply.dial is not None:
+        response.hangup()
+    return str(response)
+
+
+def apology(text: str, language: str = "en") -> str:
+    """Valid TwiML for any failure: an apology and a hang-up, never an error page."""
+    response = VoiceResponse()
+    response.say(text, language=language_tag(language))
+    response.hangup()
+    return str(response)
+
+
+def empty() -> str:
+    return str(VoiceResponse())

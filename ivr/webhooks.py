@@ -1,0 +1,127 @@
+"""Twilio-facing routes (``/ivr/*``). Each view: signature (checked for the whole
+blueprint), load the call by CallSid, hand the event to the flow, render TwiML.
+No business rule lives here.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+from flask import Blueprint, Response, request
+
+from callcapture import normalize_caller_id
+from ivr import twiml
+from ivr.flows.engine import Input
+from ivr.flows.ports import CallRecord
+from ivr.logs import bind_call, clear_call
+from ivr.services import current_services
+from ivr.signature import check_signature
+
+log = structlog.get_logger()
+
+bp = Blueprint("ivr", __name__, url_prefix="/ivr")
+
+CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+DTMF = re.compile(r"[0-9*#]{0,40}")
+NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every state
+ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
+
+
+def _xml(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/xml")
+
+
+@bp.before_request
+def _verify_twilio() -> Response | None:
+    settings = current_services().settings
+    token = settings.twilio_auth_token
+    if token is None:  # only in a CLI-built app: the webhooks are off without a token
+        return _xml(twiml.empty(), 403)
+    refused = check_signature(request, token, settings.public_url)
+    if refused is not None:
+        return refused
+    sid = request.form.get("CallSid", "")
+    bind_call(sid if CALL_SID.fullmatch(sid) else "invalid", uuid.uuid4().hex)
+    if not CALL_SID.fullmatch(sid):
+        log.warning("call_sid_malformed")
+        return _xml(twiml.apology(_apology_text()))
+    return None
+
+
+@bp.teardown_request
+def _unbind(_exc: BaseException | None) -> None:
+    clear_call()
+
+
+def _apology_text(language: str = "en") -> str:
+    return current_services().catalog.text(language, "error_apology")
+
+
+def _digits() -> str | None:
+    if "Digits" not in request.form:
+        return None
+    digits = request.form["Digits"]
+    return digits if DTMF.fullmatch(digits) else NOT_DTMF
+
+
+@bp.post("/voice")
+def voice() -> Response:
+    services = current_services()
+    form = request.form
+    caller = form.get("From", "")
+    with services.unit_of_work() as uow:
+        record = CallRecord(
+            call_sid=form["CallSid"],
+            from_number=caller[:40],
+            to_number=form.get("To", "")[:40],
+            state=services.flow_engine.flow.start,
+            started_at=services.clock.now(),
+            data={"caller_e164": normalize_caller_id(caller)},
+        )
+        uow.calls.create(record)
+        call = uow.calls.load_for_update(record.call_sid) or record
+        reply = services.flow_engine.start(services.context(call, uow))
+        uow.calls.save(call)
+        uow.commit()
+    return _xml(twiml.render(reply))
+
+
+@bp.post("/step")
+def step() -> Response:
+    services = current_services()
+    step_number = request.args.get("n", default=-1, type=int)
+    with services.unit_of_work() as uow:
+        call = uow.calls.load_for_update(request.form["CallSid"])
+        if call is None:
+            log.warning("step_for_unknown_call")
+            return _xml(twiml.apology(_apology_text()))
+        reply = services.flow_engine.handle(
+            services.context(call, uow), Input(step_number, _digits())
+        )
+        uow.calls.save(call)
+        uow.commit()
+    return _xml(twiml.render(reply))
+
+
+@bp.post("/status")
+def status() -> Response:
+    services = current_services()
+    call_status = request.form.get("CallStatus", "")
+    if call_status not in ENDED_STATUSES:
+        return _xml(twiml.empty())
+    with services.unit_of_work() as uow:
+        call = uow.calls.load_for_update(request.form["CallSid"])
+        if call is not None:
+            outcome = "abandoned" if call_status == "completed" else call_status
+            services.flow_engine.end(services.context(call, uow), outcome)
+            uow.calls.save(call)
+            uow.commit()
+    return _xml(twiml.empty())
+
+
+@bp.errorhandler(Exception)
+def _failed(exc: Exception) -> Response:
+    log.exception("webhook_failed", error_type=type(exc).__name__)
+    return _xml(twiml.apology(_apology_text()))
