@@ -1,0 +1,468 @@
+"""SQLAlchemy implementations of the flow's ports (``ivr.flows.ports``) and the unit of work.
+
+Counters are changed by single conditional ``UPDATE`` statements, never read and then
+written: on PostgreSQL the second of two simultaneous updates waits for the first's row
+lock and re-checks its ``WHERE`` against the new row; on SQLite every transaction starts
+with ``BEGIN IMMEDIATE`` (``db.engine``), so writers are serialized. Either way two calls
+cannot both get an account's last try.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+
+from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Phone, PinCredential
+from db.types import UTCDateTime
+from ivr.flows.ports import AccountSummary, AccountType, CallRecord, Credential, PinOrigin
+
+__all__ = [
+    "AccountNotFound",
+    "CallNotFound",
+    "SqlAccounts",
+    "SqlCalls",
+    "SqlCredentials",
+    "SqlEvents",
+    "SqlUnitOfWork",
+]
+
+
+class AccountNotFound(LookupError):
+    """No account with that id."""
+
+
+class CallNotFound(LookupError):
+    """No call with that CallSid."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+_NO_SYNC = {"synchronize_session": False}
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+def _balance_cents(account: Account) -> int:
+    """The balance the flow speaks and charges against.
+
+    For now the imported balance. The payments change subtracts here the payments taken
+    since ``account.balance_as_of`` (the time of the import): this is the one place.
+    """
+    return account.balance_cents
+
+
+def _summary(account: Account) -> AccountSummary:
+    return AccountSummary(
+        id=account.id,
+        number=account.account_number,
+        account_type=cast(AccountType, account.account_type),
+        has_ssn=account.ssn_hash is not None,
+        language=account.language,
+        balance_cents=_balance_cents(account),
+        past_due_cents=account.past_due_cents,
+        due_date=account.due_date,
+        email=account.email,
+    )
+
+
+def account_number_order() -> tuple[ColumnElement[int], InstrumentedAttribute[str]]:
+    """Account numbers are digit strings of varying length: shorter is smaller."""
+    return (func.length(Account.account_number), Account.account_number)
+
+
+class SqlAccounts:
+    """Implements ``ivr.flows.ports.Accounts``."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def by_phone(self, e164: str, limit: int) -> list[AccountSummary]:
+        rows = self._session.scalars(
+            select(Account)
+            .join(Phone, Phone.account_id == Account.id)
+            .where(Phone.e164 == e164)
+            .order_by(*account_number_order())
+            .limit(limit)
+        )
+        return [_summary(account) for account in rows]
+
+    def by_number(self, account_number: str) -> AccountSummary | None:
+        account = self._session.scalar(
+            select(Account).where(Account.account_number == account_number)
+        )
+        return None if account is None else _summary(account)
+
+    def get(self, account_id: int) -> AccountSummary:
+        account = self._session.get(Account, account_id)
+        if account is None:
+            raise AccountNotFound(f"no account with id {account_id}")
+        return _summary(account)
+
+
+# --- PIN credentials and throttles -----------------------------------------------------
+
+
+def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the session's dialect, which can be told to ignore conflicts."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database: {dialect}")
+
+
+def _windowed_count(
+    count: InstrumentedAttribute[int],
+    started: InstrumentedAttribute[Any],
+    now: datetime,
+    limit: int,
+    window: timedelta,
+) -> tuple[ColumnElement[bool], dict[str, Any]]:
+    """The condition and the new values of "count one failure in a sliding window".
+
+    Allowed while fewer than ``limit`` failures fall in the window; a window older than
+    ``window`` starts again at ``now`` with a count of 1.
+    """
+    now_param = bindparam("now_value", now, type_=UTCDateTime())
+    expired = or_(
+        started.is_(None), started < bindparam("cutoff", now - window, type_=UTCDateTime())
+    )
+    allowed = or_(count < limit, expired)
+    values = {
+        count.key: case((expired, literal(1)), else_=count + 1),
+        started.key: case((expired, now_param), else_=started),
+    }
+    return allowed, values
+
+
+class SqlCredentials:
+    """Implements ``ivr.flows.ports.Credentials``.
+
+    An account without a ``pin_credentials`` row is treated as having no PIN (origin
+    ``none``); the row is created when first needed.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def _ensure_row(self, account_id: int) -> None:
+        """Create the account's credential row if missing; nothing for an unknown account."""
+        source = select(Account.id, literal("none"), literal(0)).where(Account.id == account_id)
+        stmt = _insert(self._session, _table(PinCredential)).from_select(
+            ["account_id", "origin", "failure_count"], source
+        )
+        self._session.execute(stmt.on_conflict_do_nothing())
+
+    def _update(self, account_id: int, *where: ColumnElement[bool], **values: Any) -> int:
+        stmt = (
+            update(PinCredential)
+            .where(PinCredential.account_id == account_id, *where)
+            .values(**values)
+        )
+        return _rowcount(self._session.execute(stmt, execution_options=_NO_SYNC))
+
+    def get(self, account_id: int) -> Credential:
+        row = self._session.execute(
+            select(
+                Account.ssn_hash,
+                PinCredential.pin_hash,
+                PinCredential.origin,
+                PinCredential.failure_count,
+                PinCredential.locked_at,
+                PinCredential.changed_at,
+            )
+            .outerjoin(PinCredential, PinCredential.account_id == Account.id)
+            .where(Account.id == account_id)
+        ).one_or_none()
+        if row is None:
+            raise AccountNotFound(f"no account with id {account_id}")
+        return Credential(
+            account_id=account_id,
+            pin_hash=row.pin_hash,
+            origin=cast(PinOrigin, row.origin or "none"),
+            ssn_hash=row.ssn_hash,
+            failure_count=row.failure_count or 0,
+            locked=row.locked_at is not None,
+            changed_at=row.changed_at,
+        )
+
+    def reserve_attempt(
+        self, account_id: int, now: datetime, limit: int, window: timedelta
+    ) -> bool:
+        self._ensure_row(account_id)
+        allowed, values = _windowed_count(
+            PinCredential.failure_count, PinCredential.window_started_at, now, limit, window
+        )
+        return self._update(account_id, PinCredential.locked_at.is_(None), allowed, **values) == 1
+
+    def release_attempt(self, account_id: int) -> None:
+        self._update(
+            account_id,
+            PinCredential.failure_count > 0,
+            failure_count=PinCredential.failure_count - 1,
+        )
+
+    def lock_if_exhausted(self, account_id: int, now: datetime, limit: int) -> bool:
+        self._update(
+            account_id,
+            PinCredential.locked_at.is_(None),
+            PinCredential.failure_count >= limit,
+            locked_at=now,
+        )
+        locked_at = self._session.scalar(
+            select(PinCredential.locked_at).where(PinCredential.account_id == account_id)
+        )
+        return locked_at is not None
+
+    def set_pin(self, account_id: int, pin_hash: str, origin: PinOrigin, now: datetime) -> None:
+        if origin == "none":
+            raise ValueError("a PIN is set with origin 'member' or 'legacy'; use reset() to clear")
+        self._ensure_row(account_id)
+        if not self._update(account_id, pin_hash=pin_hash, origin=origin, changed_at=now):
+            raise AccountNotFound(f"no account with id {account_id}")
+
+    def replace_hash(self, account_id: int, pin_hash: str) -> None:
+        if not self._update(account_id, PinCredential.pin_hash.is_not(None), pin_hash=pin_hash):
+            raise ValueError(f"account {account_id} has no PIN to rehash")
+
+    def reset(self, account_id: int, now: datetime) -> None:
+        self._ensure_row(account_id)
+        cleared = self._update(
+            account_id,
+            pin_hash=None,
+            origin="none",
+            changed_at=now,
+            failure_count=0,
+            window_started_at=None,
+            locked_at=None,
+        )
+        if not cleared:
+            raise AccountNotFound(f"no account with id {account_id}")
+
+    def unlock(self, account_id: int, now: datetime) -> None:
+        self._ensure_row(account_id)
+        if not self._update(account_id, failure_count=0, window_started_at=None, locked_at=None):
+            raise AccountNotFound(f"no account with id {account_id}")
+
+    def reserve_caller_attempt(
+        self, caller: str, now: datetime, limit: int, window: timedelta
+    ) -> bool:
+        row = _insert(self._session, _table(CallerThrottle)).values(
+            caller=caller, failure_count=0, window_started_at=now
+        )
+        self._session.execute(row.on_conflict_do_nothing())
+        allowed, values = _windowed_count(
+            CallerThrottle.failure_count, CallerThrottle.window_started_at, now, limit, window
+        )
+        stmt = (
+            update(CallerThrottle).where(CallerThrottle.caller == caller, allowed).values(**values)
+        )
+        return _rowcount(self._session.execute(stmt, execution_options=_NO_SYNC)) == 1
+
+    def release_caller_attempt(self, caller: str) -> None:
+        stmt = (
+            update(CallerThrottle)
+            .where(CallerThrottle.caller == caller, CallerThrottle.failure_count > 0)
+            .values(failure_count=CallerThrottle.failure_count - 1)
+        )
+        self._session.execute(stmt, execution_options=_NO_SYNC)
+
+
+# --- calls ----------------------------------------------------------------------------
+
+_CALL_FIELDS = (
+    "from_number",
+    "to_number",
+    "state",
+    "started_at",
+    "language",
+    "step",
+    "account_id",
+    "verified",
+    "data",
+    "status",
+    "outcome",
+    "ended_at",
+)
+
+
+def _record(call: Call) -> CallRecord:
+    return CallRecord(
+        call_sid=call.call_sid,
+        **{name: getattr(call, name) for name in _CALL_FIELDS},
+    )
+
+
+def _fields(record: CallRecord) -> dict[str, Any]:
+    fields = {name: getattr(record, name) for name in _CALL_FIELDS}
+    fields["data"] = dict(record.data)
+    return fields
+
+
+class SqlCalls:
+    """Implements ``ivr.flows.ports.Calls``."""
+
+    def __init__(self, session: Session, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._session = session
+        self._now = clock
+
+    def load_for_update(self, call_sid: str) -> CallRecord | None:
+        call = self._session.scalar(
+            select(Call)
+            .where(Call.call_sid == call_sid)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return None if call is None else _record(call)
+
+    def create(self, record: CallRecord) -> CallRecord:
+        call = Call(call_sid=record.call_sid, updated_at=self._now(), **_fields(record))
+        try:
+            with self._session.begin_nested():
+                self._session.add(call)
+        except IntegrityError:
+            stored = self.load_for_update(record.call_sid)
+            if stored is None:  # refused for another reason than a replay
+                raise
+            return stored
+        return _record(call)
+
+    def save(self, record: CallRecord) -> None:
+        stmt = (
+            update(Call)
+            .where(Call.call_sid == record.call_sid)
+            .values(updated_at=self._now(), **_fields(record))
+        )
+        if not _rowcount(self._session.execute(stmt, execution_options=_NO_SYNC)):
+            raise CallNotFound(f"no call {record.call_sid}")
+
+
+# --- audit events ---------------------------------------------------------------------
+
+
+class SqlEvents:
+    """Implements ``ivr.flows.ports.Events``: appends to ``audit_events``."""
+
+    def __init__(
+        self,
+        session: Session,
+        process: str,
+        os_user: str | None = None,
+        host: str | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._session = session
+        self._process = process
+        self._os_user = os_user
+        self._host = host
+        self._now = clock
+
+    def record(
+        self,
+        event: str,
+        *,
+        call_sid: str | None = None,
+        account_id: int | None = None,
+        actor: str | None = None,
+        success: bool = True,
+        **detail: Any,
+    ) -> None:
+        try:
+            json.dumps(detail)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"audit detail of {event!r} is not JSON-serializable: {exc}") from None
+        self._session.add(
+            AuditEvent(
+                occurred_at=self._now(),
+                event=event,
+                call_sid=call_sid,
+                account_id=account_id,
+                actor=actor,
+                os_user=self._os_user,
+                host=self._host,
+                process=self._process,
+                success=success,
+                detail=detail,
+            )
+        )
+
+
+# --- unit of work ---------------------------------------------------------------------
+
+
+class SqlUnitOfWork:
+    """Implements ``ivr.flows.ports.UnitOfWork``: one session, one transaction.
+
+    Nothing is written unless ``commit()`` is called. As a context manager it rolls back
+    when the block raises, and always closes the session.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        process: str = "securepay",
+        os_user: str | None = None,
+        host: str | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.session = sessions()
+        self.accounts = SqlAccounts(self.session)
+        self.credentials = SqlCredentials(self.session)
+        self.calls = SqlCalls(self.session, clock)
+        self.events = SqlEvents(self.session, process, os_user, host, clock)
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is not None:
+                self.rollback()
+        finally:
+            self.close()
