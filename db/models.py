@@ -58,6 +58,8 @@ class Account(Base):
     due_date: Mapped[date] = mapped_column(Date)
     # When the balance was imported: payments taken after this reduce the spoken balance.
     balance_as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The processor's customer (cus_...), created when a method is first saved.
+    processor_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -160,3 +162,87 @@ class AuditEvent(Base):
     process: Mapped[str | None] = mapped_column(String(64))
     success: Mapped[bool] = mapped_column(Boolean, default=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PaymentMethod(Base):
+    """A stored card or bank account, shared by the IVR and the portal.
+
+    Only what PCI DSS lets us keep: processor ids, brand, last four, expiry.
+    """
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (
+        CheckConstraint("kind IN ('card', 'bank')", name="kind"),
+        CheckConstraint("created_via IN ('ivr', 'portal')", name="created_via"),
+        CheckConstraint("length(last4) = 4", name="last4_length"),
+        CheckConstraint("exp_month IS NULL OR (exp_month BETWEEN 1 AND 12)", name="exp_month"),
+        Index("ix_payment_methods_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    processor_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(4))
+    brand: Mapped[str] = mapped_column(String(32))
+    last4: Mapped[str] = mapped_column(String(4))
+    exp_month: Mapped[int | None] = mapped_column(Integer)
+    exp_year: Mapped[int | None] = mapped_column(Integer)
+    created_via: Mapped[str] = mapped_column(String(6))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PaymentAttempt(Base):
+    """One confirmed charge attempt, written BEFORE the processor is called.
+
+    Its ``id`` is the processor's idempotency key; ``(call_sid, attempt_no)`` is unique,
+    so a replayed confirm cannot create a second attempt. The processor's answer is
+    recorded here before the caller hears it (SECURITY 15, 16).
+    """
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (
+        UniqueConstraint("call_sid", "attempt_no", name="uq_payment_attempts_call_attempt"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'processing', 'declined', 'failed', 'unknown')",
+            name="status",
+        ),
+        Index("ix_payment_attempts_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "pa_" + random hex
+    call_sid: Mapped[str] = mapped_column(String(64))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), default="usd")
+    method_processor_id: Mapped[str] = mapped_column(String(64))
+    method_brand: Mapped[str] = mapped_column(String(32))
+    method_last4: Mapped[str] = mapped_column(String(4))
+    caller: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    processor_id: Mapped[str | None] = mapped_column(String(64))  # pi_...
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Payment(Base):
+    """A payment taken: one per succeeded attempt, with the confirmation number said."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        Index("ix_payments_account_taken", "account_id", "taken_at"),
+        Index("ix_payments_taken_at", "taken_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(ForeignKey("payment_attempts.id"), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    confirmation: Mapped[str] = mapped_column(String(12), unique=True)  # digits, random
+    processor_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(10), default="succeeded")
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    receipt_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
