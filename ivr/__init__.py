@@ -17,6 +17,8 @@ from ivr.pinhash import Argon2PinHasher
 from ivr.prompts import Catalog
 from ivr.services import Services, SystemClock
 from ivr.settings import Settings, SettingsError
+from payments.gateway import PaymentGateway
+from payments.stripe_gateway import StripeGateway, build_stripe_client
 
 __all__ = ["create_app"]
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         policy=policy,
         flow_engine=FlowEngine(CALL_FLOW, catalog),
         flow_config=FlowConfig.from_settings(settings),
+        gateway=_gateway(settings),
     ).init_app(app)
 
     from ivr import health, webhooks
@@ -58,3 +61,9 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     return app
+
+
+def _gateway(settings: Settings) -> PaymentGateway | None:
+    if settings.stripe_api_key is None:
+        return None
+    return StripeGateway(build_stripe_client(settings.stripe_api_key, settings.stripe_api_base))

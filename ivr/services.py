@@ -18,6 +18,7 @@ from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.prompts import Catalog
 from ivr.settings import Settings
+from payments.gateway import PaymentGateway
 
 EXTENSION_KEY = "securepay"
 
@@ -40,6 +41,7 @@ class Services:
     policy: PinPolicy
     flow_engine: FlowEngine
     flow_config: FlowConfig
+    gateway: PaymentGateway | None = None  # None without STRIPE_API_KEY: payments are off
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:
