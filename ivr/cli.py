@@ -12,7 +12,9 @@ from flask import Flask
 from flask.cli import ScriptInfo
 
 from ivr import create_app
+from ivr.call_command import call_command
 from ivr.settings import SettingsError
+from ivr.staff_cli import pin_group
 
 
 def _cli_app() -> Flask:
@@ -28,3 +30,19 @@ def main(ctx: click.Context) -> None:
     """SecurePay: pay-by-phone for electric cooperatives and utilities."""
     if not isinstance(ctx.obj, ScriptInfo):
         ctx.obj = ScriptInfo(create_app=_cli_app, set_debug_flag=False)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+def serve(host: str, port: int) -> None:
+    """Run the web service (development server; production: gunicorn "ivr:create_app()")."""
+    try:
+        app = create_app()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    app.run(host=host, port=port)
+
+
+main.add_command(pin_group)
+main.add_command(call_command)

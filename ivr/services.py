@@ -47,9 +47,11 @@ class Services:
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self
 
-    def unit_of_work(self) -> SqlUnitOfWork:
-        """A new transaction (use as a context manager)."""
-        return SqlUnitOfWork(self.sessions, process=self.process, clock=self.clock.now)
+    def unit_of_work(self, *, os_user: str | None = None, host: str | None = None) -> SqlUnitOfWork:
+        """A new transaction (use as a context manager); staff commands name who and where."""
+        return SqlUnitOfWork(
+            self.sessions, process=self.process, os_user=os_user, host=host, clock=self.clock.now
+        )
 
     def context(self, call: CallRecord, uow: UnitOfWork) -> Ctx:
         """What one step of ``call`` needs, inside ``uow``."""
