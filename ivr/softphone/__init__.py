@@ -41,6 +41,7 @@ from ivr.softphone.transports import (
     Transport,
     TransportError,
 )
+from ivr.softphone.verbs import collect_digits, new_sid, no_pay_handler
 from ivr.softphone.walker import (
     DEFAULT_TO_NUMBER,
     MAX_REQUESTS,
@@ -48,9 +49,6 @@ from ivr.softphone.walker import (
     PayHandler,
     Softphone,
     WalkStopped,
-    collect_digits,
-    new_sid,
-    no_pay_handler,
     walk,
 )
 

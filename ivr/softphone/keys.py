@@ -50,9 +50,7 @@ def _entry(raw: str) -> KeyPress:
     if entry.lower() == "h":
         return HANG_UP
     if not _KEYS.fullmatch(entry):
-        raise ValueError(
-            f"keys may be 0-9, * and # ('' or '-': no input, 'h': hang up), got {raw!r}"
-        )
+        raise ValueError(f"keys may be 0-9, * and # ('' or '-': no input, 'h': hang up), got {raw!r}")
     return entry
 
 

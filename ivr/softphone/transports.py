@@ -33,9 +33,7 @@ class TransportError(Exception):
 class Transport(Protocol):
     """Sends one webhook request to the IVR."""
 
-    def post(
-        self, path_and_query: str, params: dict[str, str], headers: dict[str, str]
-    ) -> HttpReply:
+    def post(self, path_and_query: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         """POST ``params`` form-encoded to ``path_and_query`` (which starts with ``/``)."""
         ...
 
@@ -61,23 +59,15 @@ class FlaskTransport:
         self._client = app.test_client()
         self._base_url = base_url
 
-    def post(
-        self, path_and_query: str, params: dict[str, str], headers: dict[str, str]
-    ) -> HttpReply:
+    def post(self, path_and_query: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         _check_path(path_and_query)
-        response = self._client.post(
-            path_and_query, data=params, headers=headers, base_url=self._base_url
-        )
-        return HttpReply(
-            response.status_code, response.get_data(as_text=True), response.content_type or ""
-        )
+        response = self._client.post(path_and_query, data=params, headers=headers, base_url=self._base_url)
+        return HttpReply(response.status_code, response.get_data(as_text=True), response.content_type or "")
 
     def get(self, path_and_query: str, headers: dict[str, str]) -> HttpReply:
         _check_path(path_and_query)
         response = self._client.get(path_and_query, headers=headers, base_url=self._base_url)
-        return HttpReply(
-            response.status_code, response.get_data(as_text=True), response.content_type or ""
-        )
+        return HttpReply(response.status_code, response.get_data(as_text=True), response.content_type or "")
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -95,26 +85,15 @@ class HttpTransport:
 
     def __init__(self, base_url: str, timeout: float = TWILIO_TIMEOUT_SECONDS) -> None:
         parts = urllib.parse.urlsplit(base_url)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.netloc
-            or parts.query
-            or parts.fragment
-        ):
-            raise ValueError(
-                f"expected an http(s) base URL like http://127.0.0.1:5000, got {base_url!r}"
-            )
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"expected an http(s) base URL like http://127.0.0.1:5000, got {base_url!r}")
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         # No proxies from the environment and no following of HTTP redirects: the reply
         # of the configured IVR is what gets recorded, and no other host is ever called.
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), _RefuseRedirects()
-        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirects())
 
-    def post(
-        self, path_and_query: str, params: dict[str, str], headers: dict[str, str]
-    ) -> HttpReply:
+    def post(self, path_and_query: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         body = urllib.parse.urlencode(params).encode()
         headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         return self._send("POST", path_and_query, body, headers)

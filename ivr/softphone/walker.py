@@ -10,73 +10,41 @@ first thing that went wrong instead of a confusing later symptom.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 import xml.etree.ElementTree as ET  # noqa: S405 - parses only the IVR's own replies
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
-from ivr.softphone.keys import HANG_UP, GatherPrompt, KeySource, ScriptedKeys
+from ivr.softphone.keys import KeySource, ScriptedKeys
 from ivr.softphone.transcript import (
     CallTranscript,
-    Dialed,
     Error,
     Event,
     Exchange,
-    Gathered,
     HungUp,
-    Paid,
-    Paused,
-    Played,
-    Redirected,
-    Rejected,
-    Said,
 )
 from ivr.softphone.transports import HttpReply, Transport, TransportError
+from ivr.softphone.verbs import (
+    END,
+    VERBS,
+    End,
+    Next,
+    PayHandler,
+    WalkStopped,
+    new_sid,
+    no_pay_handler,
+)
 
 DEFAULT_TO_NUMBER: Final = "+12025550199"
 MAX_REQUESTS: Final = 500
-DIAL_SECONDS: Final = 30
-"""Simulated length of a ``<Dial>``ed conversation, for ``CallDuration``."""
-
-PayHandler = Callable[[dict[str, str]], dict[str, str]]
-"""Plays Twilio's part in ``<Pay>``: gets the element's attributes, returns the parameters
-Twilio would post to its ``action`` (``{"Result": "success", "PaymentToken": "pm_..."}``)."""
-
 Observer = Callable[[Event], None]
+"""Sees each event as it happens (the terminal printer)."""
 
-
-class WalkStopped(Exception):
-    """Raised by a pay handler (or a key source) to end the walk with an ``Error`` event."""
-
-
-def no_pay_handler(attributes: dict[str, str]) -> dict[str, str]:
-    """The default: SecurePay's card step cannot be walked without saying what Twilio returns."""
-    raise WalkStopped("this walker has no <Pay> handler: pass pay=... to walk()")
-
-
-def new_sid(prefix: str) -> str:
-    """A Twilio-shaped SID: two letters and 32 lowercase hex digits."""
-    return prefix + secrets.token_hex(16)
-
-
-@dataclass(frozen=True)
-class _Next:
-    method: str
-    url: str
-    params: dict[str, str]
-
-
-class _End:
-    """The call is over (hang-up, end of document, or an error already recorded)."""
-
-
-_END = _End()
-_Step = _Next | _End | None  # None: go on with the next verb
+__all__ = ["DEFAULT_TO_NUMBER", "MAX_REQUESTS", "Observer", "PayHandler", "Softphone", "WalkStopped", "walk"]
 
 
 @dataclass
@@ -100,9 +68,9 @@ class _Walk:
         if self.observer is not None:
             self.observer(event)
 
-    def fail(self, message: str, url: str | None = None, status: int | None = None) -> _End:
+    def fail(self, message: str, url: str | None = None, status: int | None = None) -> End:
         self.emit(Error(message, url, status))
-        return _END
+        return END
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -146,7 +114,7 @@ class _Walk:
         self.transcript.exchanges.append(Exchange(method, url, signed, reply.status, reply.body))
         return reply
 
-    def fetch(self, step: _Next) -> tuple[str, ET.Element] | None:
+    def fetch(self, step: Next) -> tuple[str, ET.Element] | None:
         """Request a TwiML document: its URL and ``<Response>`` root, or None on an error."""
         if step.method not in ("GET", "POST"):
             self.fail(f"method {step.method!r} is neither GET nor POST", step.url)
@@ -163,9 +131,7 @@ class _Walk:
             return None
         mimetype = reply.content_type.split(";")[0].strip().lower()
         if mimetype != "text/xml":
-            self.fail(
-                f"the IVR answered {mimetype or 'no content type'}, not text/xml", step.url, 200
-            )
+            self.fail(f"the IVR answered {mimetype or 'no content type'}, not text/xml", step.url, 200)
             return None
         try:
             # Our own server's output (or a test fixture's), never a third party's.
@@ -181,14 +147,14 @@ class _Walk:
     # -- the call ---------------------------------------------------------------------
 
     def run(self, voice_url: str, status_url: str | None) -> CallTranscript:
-        step: _Next | None = _Next("POST", voice_url, {**self.base, "CallStatus": "ringing"})
+        step: Next | None = Next("POST", voice_url, {**self.base, "CallStatus": "ringing"})
         while step is not None:
             document = self.fetch(step)
             if document is None:
                 break
             url, root = document
             outcome = self.play(url, root)
-            step = outcome if isinstance(outcome, _Next) else None
+            step = outcome if isinstance(outcome, Next) else None
         self.transcript.final_status = self.final_status
         if status_url is not None:
             params = {
@@ -198,17 +164,15 @@ class _Walk:
             }
             reply = self.request("POST", status_url, params)
             if reply is not None and not 200 <= reply.status < 300:
-                self.fail(
-                    f"the status callback answered HTTP {reply.status}", status_url, reply.status
-                )
+                self.fail(f"the status callback answered HTTP {reply.status}", status_url, reply.status)
         return self.transcript
 
-    def follow(self, method: str, url: str, params: dict[str, str]) -> _Next:
-        return _Next(method.upper(), url, {**self.base, "CallStatus": "in-progress", **params})
+    def follow(self, method: str, url: str, params: dict[str, str]) -> Next:
+        return Next(method.upper(), url, {**self.base, "CallStatus": "in-progress", **params})
 
-    def play(self, url: str, root: ET.Element) -> _Next | _End:
+    def play(self, url: str, root: ET.Element) -> Next | End:
         for verb in root:
-            handler = _VERBS.get(verb.tag)
+            handler = VERBS.get(verb.tag)
             if handler is None:
                 return self.fail(f"<{verb.tag}> is not a verb this walker plays", url)
             if verb.tag != "Reject":
@@ -217,145 +181,7 @@ class _Walk:
             if outcome is not None:
                 return outcome
         self.emit(HungUp("ivr"))  # end of the document: Twilio hangs up
-        return _END
-
-    # -- verbs ------------------------------------------------------------------------
-
-    def say(self, verb: ET.Element, url: str) -> _Step:
-        text = " ".join("".join(verb.itertext()).split())
-        for _ in range(max(1, _int(verb, "loop", 1))):
-            self.emit(Said(text, verb.get("language", "en-US")))
-            self.seconds += max(1.0, len(text.split()) * 0.4)
-        return None
-
-    def play_audio(self, verb: ET.Element, url: str) -> _Step:
-        for _ in range(max(1, _int(verb, "loop", 1))):
-            self.emit(Played((verb.text or "").strip()))
-            self.seconds += 5
-        return None
-
-    def pause(self, verb: ET.Element, url: str) -> _Step:
-        seconds = _int(verb, "length", 1)
-        self.emit(Paused(seconds))
-        self.seconds += seconds
-        return None
-
-    def gather(self, verb: ET.Element, url: str) -> _Step:
-        try:
-            num_digits = _optional_int(verb, "numDigits")
-            timeout = _int(verb, "timeout", 5)
-        except ValueError as exc:
-            return self.fail(f"<Gather>: {exc}", url)
-        finish = verb.get("finishOnKey", "#")
-        if finish not in ("", *"0123456789*#"):
-            return self.fail(f"<Gather>: finishOnKey must be one key or empty, got {finish!r}", url)
-        action = urljoin(url, verb.get("action") or url)
-        for nested in verb:
-            if nested.tag not in ("Say", "Play", "Pause"):
-                return self.fail(f"<Gather> cannot hold <{nested.tag}>", url)
-            _VERBS[nested.tag](self, nested, url)
-        keys = self.keys.keys_for(GatherPrompt(num_digits, finish, timeout, action))
-        if keys is HANG_UP:
-            self.emit(HungUp("caller"))
-            return _END
-        assert isinstance(keys, str)  # noqa: S101 - narrows the key source's answer
-        digits, finished_on = collect_digits(keys, num_digits, finish)
-        self.seconds += len(keys) if keys else timeout
-        if not digits and verb.get("actionOnEmptyResult") != "true":
-            self.emit(Gathered(keys, None, None))
-            return None  # Twilio goes on with the verb after the <Gather>
-        self.emit(Gathered(keys, digits, action))
-        params = {"Digits": digits, "FinishedOnKey": finished_on}
-        return self.follow(verb.get("method", "POST"), action, params)
-
-    def redirect(self, verb: ET.Element, url: str) -> _Step:
-        target = urljoin(url, (verb.text or "").strip())
-        self.emit(Redirected(target))
-        return self.follow(verb.get("method", "POST"), target, {})
-
-    def hangup(self, verb: ET.Element, url: str) -> _Step:
-        self.emit(HungUp("ivr"))
-        return _END
-
-    def reject(self, verb: ET.Element, url: str) -> _Step:
-        reason = verb.get("reason", "rejected")
-        self.emit(Rejected(reason))
-        if not self.answered:  # Twilio never picks up: the call is busy or unanswered
-            self.final_status = "busy" if reason == "busy" else "no-answer"
-        return _END
-
-    def dial(self, verb: ET.Element, url: str) -> _Step:
-        numbers = [(verb.text or "").strip()] if (verb.text or "").strip() else []
-        numbers += [(noun.text or "").strip() for noun in verb]
-        if not numbers:
-            return self.fail("<Dial> names no number", url)
-        for number in numbers:
-            self.emit(Dialed(number))
-        self.seconds += DIAL_SECONDS
-        action = verb.get("action")
-        if action is None:
-            # The conversation ends with the caller hanging up: nothing more is requested.
-            self.emit(HungUp("caller"))
-            return _END
-        params = {
-            "DialCallStatus": "completed",
-            "DialCallSid": new_sid("CA"),
-            "DialCallDuration": str(DIAL_SECONDS),
-        }
-        return self.follow(verb.get("method", "POST"), urljoin(url, action), params)
-
-    def pay_verb(self, verb: ET.Element, url: str) -> _Step:
-        try:
-            params = self.pay(dict(verb.attrib))
-        except WalkStopped as exc:
-            return self.fail(str(exc), url)
-        self.emit(Paid(params))
-        self.seconds += 60
-        action = urljoin(url, verb.get("action") or url)
-        return self.follow(verb.get("method", "POST"), action, params)
-
-
-_VERBS: dict[str, Callable[[_Walk, ET.Element, str], _Step]] = {
-    "Say": _Walk.say,
-    "Play": _Walk.play_audio,
-    "Pause": _Walk.pause,
-    "Gather": _Walk.gather,
-    "Redirect": _Walk.redirect,
-    "Hangup": _Walk.hangup,
-    "Reject": _Walk.reject,
-    "Dial": _Walk.dial,
-    "Pay": _Walk.pay_verb,
-}
-
-
-def _optional_int(verb: ET.Element, name: str) -> int | None:
-    raw = verb.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
-    return int(raw)
-
-
-def _int(verb: ET.Element, name: str, default: int) -> int:
-    raw = verb.get(name)
-    return int(raw) if raw is not None and raw.isdigit() else default
-
-
-def collect_digits(keys: str, num_digits: int | None, finish_on_key: str) -> tuple[str, str]:
-    """``(Digits, FinishedOnKey)`` as Twilio posts them for the keys pressed.
-
-    Collection stops at the finish key (not included) or at ``num_digits`` keys; keys
-    pressed after that are not part of this gather. The finish key alone is no input.
-    """
-    digits = ""
-    for key in keys:
-        if finish_on_key and key == finish_on_key:
-            return digits, finish_on_key
-        digits += key
-        if num_digits is not None and len(digits) >= num_digits:
-            break
-    return digits, ""
+        return END
 
 
 def walk(
