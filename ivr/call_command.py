@@ -1,0 +1,134 @@
+"""``securepay call``: a whole call in the terminal, driven as Twilio would drive it.
+
+In-process by default (the app from the environment, signed with its own token and
+public URL), or against a running IVR with ``--url``. The walker is the test suite's,
+so what works here works in the tests and on a real phone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+from flask import current_app, has_app_context
+from flask.cli import ScriptInfo
+
+from ivr.services import current_services
+from ivr.softphone import (
+    DEFAULT_TO_NUMBER,
+    FlaskTransport,
+    HttpTransport,
+    InteractiveKeys,
+    KeySource,
+    PayHandler,
+    TerminalPrinter,
+    Transport,
+    no_pay_handler,
+    parse_keys,
+    walk,
+)
+
+__all__ = ["call_command", "make_call_command"]
+
+_CALL_SID_HELP = "CallSid of the simulated call (CA + 32 lowercase hex); random by default."
+
+
+def _check_call_sid(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"CA[0-9a-f]{32}", value):
+        raise click.BadParameter(f"a CallSid is CA and 32 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _keys(value: str | None) -> KeySource:
+    if value is None:
+        # At a terminal: asked per <Gather>. Piped: one line per <Gather>, EOF hangs up.
+        return InteractiveKeys()
+    try:
+        return parse_keys(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keys") from None
+
+
+def _in_process(ctx: click.Context) -> tuple[Transport, str, str]:
+    """The app of this command line, its token and its public URL."""
+    if not has_app_context():
+        app = ctx.ensure_object(ScriptInfo).load_app()
+        ctx.with_resource(app.app_context())
+    settings = current_services().settings
+    if settings.twilio_auth_token is None:
+        raise click.ClickException("TWILIO_AUTH_TOKEN is not set: the softphone signs its webhooks with it")
+    public_url = settings.public_url or "http://localhost"
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return FlaskTransport(app, base_url=public_url), settings.twilio_auth_token, public_url
+
+
+def _remote(base_url: str) -> tuple[Transport, str, str]:
+    """A running IVR at ``base_url``, signed with the token it checks."""
+    try:
+        transport = HttpTransport(base_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    # The command line's edge: the app's Settings need a pepper this command has no use for.
+    token = os.environ.get("TWILIO_AUTH_TOKEN", "").strip()
+    if not token:
+        raise click.ClickException("TWILIO_AUTH_TOKEN is not set: export the token the IVR at --url checks")
+    return transport, token, base_url.rstrip("/")
+
+
+def make_call_command(pay: PayHandler = no_pay_handler) -> click.Command:
+    """The ``call`` command, with ``pay`` playing Twilio's part in ``<Pay>``."""
+
+    @click.command("call")
+    @click.option("--from", "from_number", required=True, help="The caller ID, e.g. +12025550123.")
+    @click.option(
+        "--to",
+        "to_number",
+        default=DEFAULT_TO_NUMBER,
+        show_default=True,
+        help="The SecurePay number called.",
+    )
+    @click.option(
+        "--url",
+        "base_url",
+        default=None,
+        help="A running IVR, e.g. http://127.0.0.1:5000 (default: in-process).",
+    )
+    @click.option(
+        "--keys",
+        default=None,
+        help="Keys per menu, e.g. 1,1,6789#,-,2 ('-': no input, 'h': hang up); default: asked at each menu.",
+    )
+    @click.option("--call-sid", default=None, callback=_check_call_sid, help=_CALL_SID_HELP)
+    @click.pass_context
+    def call(
+        ctx: click.Context,
+        from_number: str,
+        to_number: str,
+        base_url: str | None,
+        keys: str | None,
+        call_sid: str | None,
+    ) -> None:
+        """Place a simulated call to the IVR, as Twilio would drive it."""
+        key_source = _keys(keys)
+        transport, token, public_url = _in_process(ctx) if base_url is None else _remote(base_url)
+        transcript = walk(
+            transport,
+            auth_token=token,
+            public_url=public_url,
+            from_number=from_number,
+            to_number=to_number,
+            keys=key_source,
+            call_sid=call_sid,
+            pay=pay,
+            observer=TerminalPrinter(show_keys=keys is not None),
+        )
+        if not transcript.ok:
+            click.echo(f"Call {transcript.call_sid} ended on an error.", err=True)
+            ctx.exit(1)
+        click.echo(f"Call {transcript.call_sid} ended: {transcript.final_status}.")
+
+    return call
+
+
+call_command = make_call_command()
