@@ -145,3 +145,9 @@ def test_star_at_keyed_entry_goes_back_to_the_found_account(app: Flask, phone: S
 def test_no_transfer_is_offered_to_an_unidentified_caller(app: Flask, phone: Softphone) -> None:
     call = phone.call("+12025550177", ["1", "0#"])
     assert not [e for e in call.events if isinstance(e, Dialed)]
+
+
+def test_three_timeouts_at_keyed_entry_end_the_call(app: Flask, phone: Softphone) -> None:
+    call = phone.call("+12025550177", ["1", "-", "#", "-"])
+    assert call.said_text().count("Please enter your account number") == 3
+    assert call.last_said() == "We did not receive a valid entry. Thank you for calling. Goodbye."
