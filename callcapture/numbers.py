@@ -47,9 +47,7 @@ def _parse(raw: str, region: str) -> phonenumbers.PhoneNumber:
     if not text:
         raise InvalidPhoneNumber("the number is empty")
     if not _DIALABLE.fullmatch(text):
-        raise InvalidPhoneNumber(
-            "the number may hold only digits, spaces, '+', '(', ')', '.' and '-'"
-        )
+        raise InvalidPhoneNumber("the number may hold only digits, spaces, '+', '(', ')', '.' and '-'")
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:

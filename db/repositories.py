@@ -117,9 +117,7 @@ class SqlAccounts:
         return [_summary(account) for account in rows]
 
     def by_number(self, account_number: str) -> AccountSummary | None:
-        account = self._session.scalar(
-            select(Account).where(Account.account_number == account_number)
-        )
+        account = self._session.scalar(select(Account).where(Account.account_number == account_number))
         return None if account is None else _summary(account)
 
     def get(self, account_id: int) -> AccountSummary:
@@ -155,9 +153,7 @@ def _windowed_count(
     ``window`` starts again at ``now`` with a count of 1.
     """
     now_param = bindparam("now_value", now, type_=UTCDateTime())
-    expired = or_(
-        started.is_(None), started < bindparam("cutoff", now - window, type_=UTCDateTime())
-    )
+    expired = or_(started.is_(None), started < bindparam("cutoff", now - window, type_=UTCDateTime()))
     allowed = or_(count < limit, expired)
     values = {
         count.key: case((expired, literal(1)), else_=count + 1),
@@ -185,11 +181,7 @@ class SqlCredentials:
         self._session.execute(stmt.on_conflict_do_nothing())
 
     def _update(self, account_id: int, *where: ColumnElement[bool], **values: Any) -> int:
-        stmt = (
-            update(PinCredential)
-            .where(PinCredential.account_id == account_id, *where)
-            .values(**values)
-        )
+        stmt = update(PinCredential).where(PinCredential.account_id == account_id, *where).values(**values)
         return _rowcount(self._session.execute(stmt, execution_options=_NO_SYNC))
 
     def get(self, account_id: int) -> Credential:
@@ -217,9 +209,7 @@ class SqlCredentials:
             changed_at=row.changed_at,
         )
 
-    def reserve_attempt(
-        self, account_id: int, now: datetime, limit: int, window: timedelta
-    ) -> bool:
+    def reserve_attempt(self, account_id: int, now: datetime, limit: int, window: timedelta) -> bool:
         self._ensure_row(account_id)
         allowed, values = _windowed_count(
             PinCredential.failure_count, PinCredential.window_started_at, now, limit, window
@@ -275,9 +265,7 @@ class SqlCredentials:
         if not self._update(account_id, failure_count=0, window_started_at=None, locked_at=None):
             raise AccountNotFound(f"no account with id {account_id}")
 
-    def reserve_caller_attempt(
-        self, caller: str, now: datetime, limit: int, window: timedelta
-    ) -> bool:
+    def reserve_caller_attempt(self, caller: str, now: datetime, limit: int, window: timedelta) -> bool:
         row = _insert(self._session, _table(CallerThrottle)).values(
             caller=caller, failure_count=0, window_started_at=now
         )
@@ -285,9 +273,7 @@ class SqlCredentials:
         allowed, values = _windowed_count(
             CallerThrottle.failure_count, CallerThrottle.window_started_at, now, limit, window
         )
-        stmt = (
-            update(CallerThrottle).where(CallerThrottle.caller == caller, allowed).values(**values)
-        )
+        stmt = update(CallerThrottle).where(CallerThrottle.caller == caller, allowed).values(**values)
         return _rowcount(self._session.execute(stmt, execution_options=_NO_SYNC)) == 1
 
     def release_caller_attempt(self, caller: str) -> None:

@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "account_type IN ('residential', 'commercial')", name=op.f("ck_accounts_account_type")
         ),
-        sa.CheckConstraint(
-            "language IS NULL OR language IN ('en', 'es')", name=op.f("ck_accounts_language")
-        ),
+        sa.CheckConstraint("language IS NULL OR language IN ('en', 'es')", name=op.f("ck_accounts_language")),
         sa.CheckConstraint("past_due_cents >= 0", name=op.f("ck_accounts_past_due_not_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("account_number", name=op.f("uq_accounts_account_number")),
@@ -68,9 +66,7 @@ def upgrade() -> None:
         sa.Column("caller", sa.String(length=32), nullable=False),
         sa.Column("failure_count", sa.Integer(), nullable=False),
         sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "failure_count >= 0", name=op.f("ck_caller_throttle_failure_count_not_negative")
-        ),
+        sa.CheckConstraint("failure_count >= 0", name=op.f("ck_caller_throttle_failure_count_not_negative")),
         sa.PrimaryKeyConstraint("caller", name=op.f("pk_caller_throttle")),
     )
     op.create_table(
@@ -110,9 +106,7 @@ def upgrade() -> None:
         sa.Column("e164", sa.String(length=16), nullable=False),
         sa.Column("created_via", sa.String(length=10), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "created_via IN ('import', 'portal', 'ivr')", name=op.f("ck_phones_created_via")
-        ),
+        sa.CheckConstraint("created_via IN ('import', 'portal', 'ivr')", name=op.f("ck_phones_created_via")),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -136,12 +130,8 @@ def upgrade() -> None:
             "(origin = 'none') = (pin_hash IS NULL)",
             name=op.f("ck_pin_credentials_hash_matches_origin"),
         ),
-        sa.CheckConstraint(
-            "origin IN ('member', 'legacy', 'none')", name=op.f("ck_pin_credentials_origin")
-        ),
-        sa.CheckConstraint(
-            "failure_count >= 0", name=op.f("ck_pin_credentials_failure_count_not_negative")
-        ),
+        sa.CheckConstraint("origin IN ('member', 'legacy', 'none')", name=op.f("ck_pin_credentials_origin")),
+        sa.CheckConstraint("failure_count >= 0", name=op.f("ck_pin_credentials_failure_count_not_negative")),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
