@@ -1,0 +1,95 @@
+"""``securepay db upgrade`` and ``securepay import accounts``, for the utility's IT.
+
+Registered on the ``securepay`` group by ``ivr.cli``; both run inside the application
+(``with_appcontext``) and use its settings, engine, hasher and clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from db import migrate
+from db.importer import ImportFileError, import_accounts
+from ivr.services import current_services
+
+__all__ = ["db_group", "import_group"]
+
+# Rows written per transaction: on SQLite a transaction holds the database's write lock,
+# and each row may spend ~50 ms hashing, so calls must not wait for the whole file.
+COMMIT_EVERY = 50
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
+@with_appcontext
+def upgrade_command(revision: str) -> None:
+    """Create the schema, or migrate it to the newest revision."""
+    engine = current_services().engine
+    url = engine.url.render_as_string(hide_password=False)
+    migrate.upgrade(url, revision)
+    shown = engine.url.render_as_string(hide_password=True)
+    click.echo(f"{shown}: at revision {migrate.current(url)}")
+
+
+@click.group("import")
+def import_group() -> None:
+    """Load data from the billing system."""
+
+
+@import_group.command("accounts")
+@click.argument("file", metavar="FILE.csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--legacy-pin-from-ssn",
+    is_flag=True,
+    help="Accounts without a PIN get the SSN (tax-ID) last four as their PIN; the member "
+    "is asked to choose a PIN of their own on the first call.",
+)
+@with_appcontext
+def import_accounts_command(file: Path, legacy_pin_from_ssn: bool) -> None:
+    """Create or update accounts from the billing system's CSV file.
+
+    Prints how many accounts were created, updated and rejected, then each rejected row
+    with its line number and reason. Good rows are saved even when others are rejected;
+    the exit status is then 1, so scripts notice. A missing file or an unusable header
+    row writes nothing and exits with status 1.
+    """
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise click.ClickException(f"cannot read {file}: {reason}") from None
+    services = current_services()
+    written = 0
+    with services.sessions() as session:
+
+        def commit_in_batches() -> None:
+            nonlocal written
+            written += 1
+            if written % COMMIT_EVERY == 0:
+                session.commit()
+
+        try:
+            report = import_accounts(
+                session,
+                text,
+                services.hasher,
+                services.clock.now(),
+                legacy_pin_from_ssn=legacy_pin_from_ssn,
+                after_row=commit_in_batches,
+            )
+        except ImportFileError as exc:
+            raise click.ClickException(f"{file}: {exc}") from None
+        session.commit()
+    click.echo(f"created {report.created}, updated {report.updated}, rejected {report.rejected}")
+    for error in report.errors:
+        click.echo(f"line {error.line}: {error.reason}")
+    if report.errors:
+        raise click.exceptions.Exit(1)
