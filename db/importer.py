@@ -313,8 +313,11 @@ def import_accounts(
             errors.append(RowError(line, str(exc)))
             continue
         except (IntegrityError, DataError) as exc:
+            # The constraint's or the error's name only: the database's message may quote values.
             constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-            errors.append(RowError(line, f"refused by the database ({constraint or 'constraint'})"))
+            errors.append(
+                RowError(line, f"refused by the database ({constraint or type(exc.orig).__name__})")
+            )
             continue
         if is_new:
             created += 1

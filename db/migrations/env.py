@@ -9,8 +9,10 @@ a plain connection with foreign keys off, so recreating a parent table never cas
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -32,7 +34,7 @@ def _url() -> str:
     return str(url)
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Write our column types as plain SQLAlchemy ones: a revision must not change
     when the application's types do."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
@@ -40,12 +42,12 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     return False
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
         render_item=_render_item,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
