@@ -1,0 +1,154 @@
+"""The payment gateway port: what the IVR and the portal ask of a card processor.
+
+The call flow and the portal depend on ``PaymentGateway`` and these result and error
+types only; ``payments.stripe_gateway.StripeGateway`` is the adapter that answers them
+(with Stripe, or with localstripe in the demo and the tests).
+
+Results are frozen dataclasses; failures a caller must treat differently are distinct
+exceptions (stripe-python's ``_error.py`` and saleor's ``GatewayResponse`` are the models).
+Nothing here ever holds card data or an API key: a method is known by its processor id,
+brand, last four and expiry, as SECURITY rule 2 allows.
+
+Idempotency: every call that creates something takes an ``idempotency_key``. For a
+charge it is the id of our payment-attempt row, written before the call (SECURITY 15).
+When the outcome of a charge is unknown (``OutcomeUnknown``), resolve it by retrying
+with the **same** key or by ``find_charge(key)``; never by charging with a new key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+MethodKind = Literal["card", "bank"]
+ChargeStatus = Literal["succeeded", "processing"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A stored or stored-to-be payment method, as much of it as we may keep."""
+
+    processor_id: str  # pm_...
+    kind: MethodKind
+    brand: str  # "visa", "mastercard", ...; for a bank account its name, or "bank"
+    last4: str
+    exp_month: int | None  # None for bank accounts
+    exp_year: int | None
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """A charge the processor accepted.
+
+    ``processing``: accepted but not final yet (bank debits); the money is not in hand
+    until the processor says ``succeeded``.
+    """
+
+    status: ChargeStatus
+    processor_id: str  # pi_... (the PaymentIntent)
+    charge_id: str | None  # ch_..., where the processor has made one
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    processor_id: str  # re_...
+    status: str  # the processor's word: pending, succeeded, failed, canceled, ...
+    amount_cents: int
+
+
+class PaymentError(Exception):
+    """Base of every gateway failure. Messages never hold card data or keys."""
+
+
+class CardDeclined(PaymentError):
+    """The processor declined the method (a business outcome, not a fault).
+
+    Say a generic decline to the caller; keep ``code`` (the processor's decline code,
+    e.g. ``insufficient_funds`` or ``card_declined``) and ``processor_id`` for the ledger.
+    """
+
+    def __init__(self, code: str | None, *, processor_id: str | None = None) -> None:
+        self.code = code
+        self.processor_id = processor_id  # the PaymentIntent (or charge) id, when known
+        super().__init__(f"payment method declined (code {code or 'unknown'})")
+
+
+class ActionRequired(PaymentError):
+    """The issuer wants the cardholder to authenticate (3-D Secure): not possible by
+    phone. Nothing was charged; offer another method."""
+
+    def __init__(self, *, processor_id: str | None = None) -> None:
+        self.processor_id = processor_id
+        super().__init__("the payment needs cardholder authentication")
+
+
+class InvalidPaymentMethod(PaymentError):
+    """The payment method is unknown to the processor, or unusable for this request
+    (wrong type, detached, belongs elsewhere)."""
+
+
+class ProcessorUnavailable(PaymentError):
+    """The processor could not be reached, or refused to work for now (rate limit, server
+    error), and nothing is known to have been done. Retrying with the same idempotency
+    key is safe; a new key is not needed and must not be used for the same attempt."""
+
+
+class OutcomeUnknown(PaymentError):
+    """The request may have been processed (e.g. a read timeout after it was sent).
+
+    Resolve with ``find_charge(key)`` or by retrying with the SAME idempotency key;
+    never charge again under a new key.
+    """
+
+
+class ProcessorRejected(PaymentError):
+    """The processor refused the request itself: a bad parameter, a bad key, a missing
+    permission. A bug or a misconfiguration, not the member's doing."""
+
+
+class PaymentGateway(Protocol):
+    def create_customer(self, account_number: str, *, idempotency_key: str) -> str:
+        """A processor customer for one utility account; returns its id (``cus_...``)."""
+        ...
+
+    def attach_method(self, customer_id: str, payment_method_id: str) -> MethodInfo:
+        """Save a method on the customer (the member chose to keep it, or the portal
+        posted it). May raise ``CardDeclined``: processors check a card when saving it."""
+        ...
+
+    def detach_method(self, payment_method_id: str) -> None: ...
+
+    def describe_method(self, payment_method_id: str) -> MethodInfo: ...
+
+    def charge(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        payment_method_id: str,
+        customer_id: str | None,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> ChargeResult:
+        """Charge the method now, the member not present to authenticate (off-session).
+
+        ``idempotency_key`` is the payment-attempt id; it is also stored on the payment
+        as metadata ``attempt_id`` so ``find_charge`` can find it later.
+        """
+        ...
+
+    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+        """The outcome of the charge made under this key: its result, the exception
+        ``charge`` would have raised (``CardDeclined``, ``ActionRequired``), or ``None``
+        when the processor has no such payment (it never arrived: retry with the key)."""
+        ...
+
+    def get_charge(self, processor_id: str) -> ChargeResult:
+        """The processor's current word on a payment (``pi_...``); raises as ``charge``."""
+        ...
+
+    def refund(self, processor_id: str, *, amount_cents: int | None, idempotency_key: str) -> RefundResult:
+        """Refund a payment, in full when ``amount_cents`` is None."""
+        ...
