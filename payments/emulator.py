@@ -1,0 +1,249 @@
+"""localstripe, the Stripe API emulator, run in-process for the demo and the tests.
+
+``LocalStripe`` serves localstripe's own request handlers (the real emulator, not a fake
+of ours) from a background thread with its own asyncio loop, on ``127.0.0.1`` only.
+Two things differ from localstripe's stock ``localstripe`` command, on purpose:
+
+- the stock command binds every interface (``::``); this binds the loopback address;
+- the stock command loads ``/tmp/localstripe.pickle`` at start and rewrites it after
+  every change, a world-readable file holding the raw test card numbers it was sent.
+  Here nothing is loaded or written: the store lives in memory and dies with the process.
+
+localstripe keeps its objects in one module-level store, so every ``LocalStripe`` of a
+process shares the same data, and ``flush()`` empties it for all of them.
+
+Usage::
+
+    with LocalStripe() as emulator:
+        client = build_stripe_client("sk_test_...", emulator.base_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import inspect
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+LOOPBACK = "127.0.0.1"
+_START_TIMEOUT_SECONDS = 10.0
+_SETTLE_TURNS = 5
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not start, or was used while not running."""
+
+
+def _no_disk_write() -> None:
+    """Stands in for localstripe's ``Store.dump_to_disk``."""
+
+
+def _localstripe_app() -> web.Application:
+    """A fresh aiohttp application carrying localstripe's routes and middlewares, minus
+    the middleware that pickles the store to disk after each request.
+
+    A fresh one per server because an aiohttp application binds to the first event loop
+    that runs it, and each ``LocalStripe`` has its own loop.
+    """
+    from localstripe import resources, server
+
+    # The store also writes itself to disk on every item set or deleted: an instance
+    # attribute shadows the class's method for those calls.
+    resources.store.dump_to_disk = _no_disk_write
+    _accept_allowed_payment_method_types(resources.PaymentIntent)
+
+    stock: web.Application = server.app
+    app = web.Application(middlewares=[m for m in stock.middlewares if m is not server.save_store_middleware])
+    app.on_response_prepare.append(server.add_cors_headers)
+    for route in stock.router.routes():
+        # In registration order: localstripe's extra routes (``/invoices/upcoming``)
+        # must come before the generic ``/{id}`` ones.
+        if route.resource is None:
+            continue
+        app.router.add_route(route.method, route.resource.canonical, _awaitable(route.handler))
+    return app
+
+
+def _accept_allowed_payment_method_types(intent_class: Any) -> None:
+    """Teach localstripe one parameter of the API version stripe-python 16 speaks.
+
+    That version replaced ``payment_method_types`` on PaymentIntent creation with
+    ``allowed_payment_method_types`` (the old name is refused with a 400). localstripe
+    predates it and refuses unknown parameters; it ignores the method types anyway
+    (it charges whatever method it is given), so the parameter is dropped here.
+    """
+    if getattr(intent_class._api_create, "_securepay_shim", False):
+        return
+    create = intent_class._api_create  # a bound classmethod
+
+    def api_create(**data: Any) -> Any:
+        data.pop("allowed_payment_method_types", None)
+        return create(**data)
+
+    api_create._securepay_shim = True  # type: ignore[attr-defined]
+    intent_class._api_create = staticmethod(api_create)
+
+
+def _awaitable(handler: Any) -> Any:
+    """localstripe's GET and DELETE handlers are plain functions, which aiohttp deprecates
+    for new routes: give them a coroutine wrapper."""
+    if inspect.iscoroutinefunction(handler):
+        return handler
+
+    async def handle(request: web.Request) -> Any:
+        return handler(request)
+
+    return handle
+
+
+class LocalStripe:
+    """A localstripe server on ``127.0.0.1``; ``port=0`` picks a free port."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._requested_port = port
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> LocalStripe:
+        if self._thread is not None:
+            raise EmulatorError("LocalStripe is already running")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((LOOPBACK, self._requested_port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        self._ready.clear()
+        self._startup_error = None
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name=f"localstripe-{self._port}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT_SECONDS):
+            raise EmulatorError("localstripe did not start in time")
+        if self._startup_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise EmulatorError("localstripe failed to start") from self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Close the listening socket and open connections, end the thread. Idempotent."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+        self._thread = None
+        self._loop = None
+        self._stopping = None
+        self._port = None
+
+    def __enter__(self) -> LocalStripe:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- use ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None or self._thread is None:
+            raise EmulatorError("LocalStripe is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """The API base to give the Stripe client, e.g. ``http://127.0.0.1:53117``."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def flush(self) -> None:
+        """Forget every object (``DELETE /_config/data``)."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
+        try:
+            conn.request("DELETE", "/_config/data")
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise EmulatorError(f"localstripe flush answered HTTP {response.status}")
+
+    def __repr__(self) -> str:
+        state = f"port={self._port}" if self._thread is not None else "stopped"
+        return f"<LocalStripe {state}>"
+
+    # -- the server thread -------------------------------------------------------------
+
+    def _run(self, sock: socket.socket) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(sock))
+        finally:
+            try:
+                _cancel_pending(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        self._stopping = asyncio.Event()
+        runner: web.AppRunner | None = None
+        try:
+            runner = web.AppRunner(_localstripe_app(), access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            site = web.SockSite(runner, sock)
+            await site.start()
+        except BaseException as exc:
+            self._startup_error = exc
+            if runner is not None:
+                await runner.cleanup()
+            sock.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            # A connection accepted in the same loop turn as the stop request needs a few
+            # more turns to get its transport. Closing the server before that makes
+            # CPython 3.11 drop the half-made transport with its socket open (a
+            # ResourceWarning); after it, the cleanup closes that connection like any.
+            for _ in range(_SETTLE_TURNS):
+                await asyncio.sleep(0)
+            await runner.cleanup()
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left: localstripe's webhook sends (they sleep a second first), and
+    connections accepted while the server was closing."""
+    pending: set[asyncio.Task[Any]] = asyncio.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    # A connection accepted during shutdown is closed by its cancelled task through a
+    # callback: run the loop once more so that callback closes the socket.
+    loop.run_until_complete(asyncio.sleep(0))
