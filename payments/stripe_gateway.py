@@ -1,0 +1,440 @@
+"""``PaymentGateway`` over Stripe's API, with the official library's ``StripeClient``.
+
+The same code talks to Stripe and to localstripe (the emulator used by the demo and the
+tests); where the emulator differs, the difference is tolerated here and named.
+
+Transport failures are sorted by whether the request can have reached the processor.
+The library wraps every network failure into one ``APIConnectionError`` (retrying some),
+so ``build_stripe_client`` installs an HTTP client that notes, per request, whether any
+attempt got past opening the connection. A charge or refund is ``ProcessorUnavailable``
+only when no attempt did; otherwise ``OutcomeUnknown``, the safe answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, cast
+
+import stripe
+import urllib3.exceptions
+from stripe.params import (
+    CustomerCreateParams,
+    PaymentIntentCreateParams,
+    PaymentIntentListParams,
+    RefundCreateParams,
+)
+
+from payments.gateway import (
+    ActionRequired,
+    CardDeclined,
+    ChargeResult,
+    InvalidPaymentMethod,
+    MethodInfo,
+    OutcomeUnknown,
+    PaymentError,
+    ProcessorRejected,
+    ProcessorUnavailable,
+    RefundResult,
+)
+
+Effect = Literal["read", "write"]
+
+ATTEMPT_METADATA_KEY = "attempt_id"
+CHARGEABLE_TYPES = ("card", "us_bank_account")
+# Stripe's limit on an idempotency key; our keys are attempt ids, far shorter.
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
+_CURRENCY_PATTERN = re.compile(r"[a-z]{3}")
+# How many recent PaymentIntents find_charge scans before falling back to search.
+_SCAN_LIMIT = 500
+_MAYBE_SENT = "securepay_maybe_sent"
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
+    """``RequestsClient`` that tags a final ``APIConnectionError`` with whether any attempt
+    of the request (the library retries) may have reached the server."""
+
+    def request_with_retries(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        post_data: Any = None,
+        max_network_retries: int | None = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        self._thread_local.securepay_maybe_sent = False
+        try:
+            return super().request_with_retries(
+                method, url, headers, post_data, max_network_retries, _usage=_usage
+            )
+        except stripe.APIConnectionError as exc:
+            setattr(exc, _MAYBE_SENT, bool(self._thread_local.securepay_maybe_sent))
+            raise
+
+    # The signature of stripe's own RequestsClient.request, which is not its base's.
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            return super().request(method, url, headers, post_data)
+        except stripe.APIConnectionError as exc:
+            if not _connection_never_opened(exc):
+                self._thread_local.securepay_maybe_sent = True
+            raise
+
+
+def _connection_never_opened(exc: BaseException) -> bool:
+    """True when the failure happened while connecting (refused, unreachable, DNS, connect
+    timeout): the request was not sent. Read timeouts, resets and anything unrecognised
+    are False."""
+    seen: set[int] = set()
+    pending: list[object] = [exc.__cause__]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, urllib3.exceptions.ConnectTimeoutError):  # incl. NewConnectionError
+            return True
+        if isinstance(item, urllib3.exceptions.MaxRetryError):
+            pending.append(item.reason)
+        pending.extend(item.args)
+        pending.append(item.__cause__)
+    return False
+
+
+def build_stripe_client(
+    api_key: str,
+    api_base: str | None,
+    *,
+    max_network_retries: int = 2,
+    timeout: float = 10,
+) -> stripe.StripeClient:
+    """The one ``StripeClient`` of the process, built in ``create_app`` and injected.
+
+    ``api_base`` overrides Stripe's API address (``STRIPE_API_BASE``: localstripe, a test
+    proxy); ``None`` means Stripe's. ``timeout`` applies to connecting and to each read.
+    The library retries connection failures and 409/5xx answers ``max_network_retries``
+    times, always with the same idempotency key.
+    """
+    if not api_key:
+        raise ValueError("a Stripe API key is required")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    http_client = _OutcomeTrackingHTTPClient(timeout=(timeout, timeout))
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+        max_network_retries=max_network_retries,
+        http_client=http_client,
+    )
+
+
+# -- error translation -----------------------------------------------------------------
+
+
+def _error_detail(exc: stripe.StripeError) -> str:
+    """What of a Stripe error may go in our message: no message text (it is the
+    processor's prose, and may quote input), no key."""
+    parts = [f"HTTP {exc.http_status}" if exc.http_status else "no HTTP status"]
+    error = exc.error
+    if error is not None:
+        for name in ("type", "code", "param"):
+            value = getattr(error, name, None)
+            if value:
+                parts.append(f"{name}={value}")
+    if exc.request_id:
+        parts.append(f"request {exc.request_id}")
+    return ", ".join(parts)
+
+
+def _error_body(exc: stripe.StripeError) -> Mapping[str, Any]:
+    body = exc.json_body
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            return error
+    return {}
+
+
+def _declined(exc: stripe.CardError) -> PaymentError:
+    error = _error_body(exc)
+    intent = error.get("payment_intent")
+    intent = intent if isinstance(intent, Mapping) else {}
+    processor_id = intent.get("id") or error.get("charge")
+    if exc.code == "authentication_required" or intent.get("status") == "requires_action":
+        return ActionRequired(processor_id=processor_id)
+    return CardDeclined(error.get("decline_code") or exc.code, processor_id=processor_id)
+
+
+def _is_payment_method_problem(exc: stripe.InvalidRequestError, method_not_found: bool) -> bool:
+    param = exc.param or ""
+    code = exc.code or ""
+    if param.startswith("payment_method") or code.startswith("payment_method"):
+        return True
+    # Stripe names the missing object in ``param``; localstripe's 404 names nothing.
+    return method_not_found and exc.http_status == 404 and not param
+
+
+@contextmanager
+def translated_errors(effect: Effect, *, method_not_found: bool = False) -> Iterator[None]:
+    """Turn Stripe's exceptions into the port's.
+
+    ``effect="write"``: the request changes something, so an interrupted one may have
+    been done. ``method_not_found``: a 404 naming no parameter is about the payment
+    method (the request's main object).
+    """
+    try:
+        yield
+    except stripe.CardError as exc:
+        raise _declined(exc) from exc
+    except stripe.APIConnectionError as exc:
+        # Untagged (a client not built by build_stripe_client): earlier retries are
+        # unknown, so the request may have been sent.
+        maybe_sent = getattr(exc, _MAYBE_SENT, True)
+        if effect == "write" and maybe_sent:
+            raise OutcomeUnknown(
+                "no answer from the payment processor after the request may have reached it"
+            ) from exc
+        raise ProcessorUnavailable("the payment processor could not be reached") from exc
+    except stripe.RateLimitError as exc:
+        raise ProcessorUnavailable(f"the payment processor is rate limiting ({_error_detail(exc)})") from exc
+    except stripe.InvalidRequestError as exc:
+        if _is_payment_method_problem(exc, method_not_found):
+            raise InvalidPaymentMethod(f"the payment method cannot be used ({_error_detail(exc)})") from exc
+        raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
+    except (stripe.AuthenticationError, stripe.PermissionError, stripe.IdempotencyError) as exc:
+        raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
+    except stripe.APIError as exc:
+        status = exc.http_status or 0
+        if status == 409 and effect == "write":
+            # Another request with this idempotency key is in flight.
+            raise OutcomeUnknown(f"a request with this key is in progress ({_error_detail(exc)})") from exc
+        if status >= 500:
+            raise ProcessorUnavailable(f"the payment processor failed ({_error_detail(exc)})") from exc
+        if effect == "write":
+            raise OutcomeUnknown(f"unreadable answer from the processor ({_error_detail(exc)})") from exc
+        raise ProcessorUnavailable(f"unreadable answer from the processor ({_error_detail(exc)})") from exc
+    except stripe.StripeError as exc:
+        if effect == "write":
+            raise OutcomeUnknown(f"unexpected processor error ({_error_detail(exc)})") from exc
+        raise ProcessorRejected(f"unexpected processor error ({_error_detail(exc)})") from exc
+
+
+# -- converting objects ----------------------------------------------------------------
+
+
+def method_info(pm: stripe.PaymentMethod) -> MethodInfo:
+    """Brand, last four and expiry of a PaymentMethod: what we may keep of it."""
+    # A Stripe object raises on reading a field its answer lacks: test with ``in``.
+    card = pm.card if "card" in pm else None
+    if pm.type == "card" and card is not None:
+        return MethodInfo(
+            processor_id=pm.id,
+            kind="card",
+            brand=card.brand,
+            last4=card.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+        )
+    bank = pm.us_bank_account if "us_bank_account" in pm else None
+    if pm.type == "us_bank_account" and bank is not None:
+        return MethodInfo(
+            processor_id=pm.id,
+            kind="bank",
+            brand=(bank.bank_name if "bank_name" in bank else None) or "bank",
+            last4=(bank.last4 if "last4" in bank else None) or "",
+            exp_month=None,
+            exp_year=None,
+        )
+    raise InvalidPaymentMethod(f"unsupported payment method type {pm.type!r}")
+
+
+def _charge_id(intent: stripe.PaymentIntent) -> str | None:
+    # Stripe answers an id unless expanded; localstripe always answers the object.
+    latest = getattr(intent, "latest_charge", None)
+    if latest is None or isinstance(latest, str):
+        return latest
+    return cast(str, latest.id)
+
+
+def _outcome(intent: stripe.PaymentIntent) -> ChargeResult:
+    """The PaymentIntent's status is the truth (SECURITY 15b)."""
+    status = intent.status
+    if status in ("succeeded", "processing"):
+        return ChargeResult(
+            status=cast(Literal["succeeded", "processing"], status),
+            processor_id=intent.id,
+            charge_id=_charge_id(intent),
+            amount_cents=intent.amount,
+        )
+    if status == "requires_action":
+        raise ActionRequired(processor_id=intent.id)
+    if status in ("requires_payment_method", "canceled"):
+        # Attribute access on a Stripe object raises for a field the answer lacks
+        # (localstripe omits ``decline_code``): getattr with a default.
+        error = getattr(intent, "last_payment_error", None)
+        code = (
+            (getattr(error, "decline_code", None) or getattr(error, "code", None))
+            if error is not None
+            else status
+        )
+        raise CardDeclined(code, processor_id=intent.id)
+    raise ProcessorRejected(f"payment {intent.id} is in an unexpected state: {status}")
+
+
+def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
+    metadata = intent.metadata
+    if metadata is None or ATTEMPT_METADATA_KEY not in metadata:
+        return None
+    return str(metadata[ATTEMPT_METADATA_KEY])
+
+
+def _checked_key(key: str) -> str:
+    if not _KEY_PATTERN.fullmatch(key):
+        raise ValueError("an idempotency key is 1-255 letters, digits and _ . : -")
+    return key
+
+
+# -- the adapter -----------------------------------------------------------------------
+
+
+class StripeGateway:
+    """Implements ``payments.gateway.PaymentGateway`` with a ``stripe.StripeClient``."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return "<StripeGateway>"
+
+    def create_customer(self, account_number: str, *, idempotency_key: str) -> str:
+        params: CustomerCreateParams = {"metadata": {"account_number": account_number}}
+        with translated_errors("write"):
+            customer = self._client.v1.customers.create(
+                params, options={"idempotency_key": _checked_key(idempotency_key)}
+            )
+        return customer.id
+
+    def attach_method(self, customer_id: str, payment_method_id: str) -> MethodInfo:
+        with translated_errors("write", method_not_found=True):
+            pm = self._client.v1.payment_methods.attach(payment_method_id, {"customer": customer_id})
+        return method_info(pm)
+
+    def detach_method(self, payment_method_id: str) -> None:
+        with translated_errors("write", method_not_found=True):
+            self._client.v1.payment_methods.detach(payment_method_id)
+
+    def describe_method(self, payment_method_id: str) -> MethodInfo:
+        return method_info(self._retrieve_method(payment_method_id))
+
+    def charge(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        payment_method_id: str,
+        customer_id: str | None,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> ChargeResult:
+        if type(amount_cents) is not int or amount_cents <= 0:
+            raise ValueError("amount_cents must be a positive whole number of cents")
+        if not _CURRENCY_PATTERN.fullmatch(currency):
+            raise ValueError("currency must be a lowercase ISO 4217 code, e.g. 'usd'")
+        key = _checked_key(idempotency_key)
+        if metadata.get(ATTEMPT_METADATA_KEY, key) != key:
+            raise ValueError(f"metadata {ATTEMPT_METADATA_KEY!r} must be the idempotency key")
+        params: PaymentIntentCreateParams = {
+            "amount": amount_cents,
+            "currency": currency,
+            "payment_method": payment_method_id,
+            # One shape for cards and bank accounts: Stripe keeps the listed types the
+            # method is compatible with. (This API version no longer takes
+            # ``payment_method_types``; dynamic payment methods would want a return_url.)
+            "allowed_payment_method_types": list(CHARGEABLE_TYPES),
+            "confirm": True,
+            "off_session": True,
+            "metadata": {**metadata, ATTEMPT_METADATA_KEY: key},
+        }
+        if customer_id is not None:
+            params["customer"] = customer_id
+        with translated_errors("write", method_not_found=True):
+            intent = self._client.v1.payment_intents.create(params, options={"idempotency_key": key})
+        return _outcome(intent)
+
+    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+        key = _checked_key(idempotency_key)
+        intent = self._list_for_attempt(key, customer_id)
+        if intent is None:
+            intent = self._search_for_attempt(key)
+        return None if intent is None else _outcome(intent)
+
+    def get_charge(self, processor_id: str) -> ChargeResult:
+        with translated_errors("read"):
+            intent = self._client.v1.payment_intents.retrieve(processor_id)
+        return _outcome(intent)
+
+    def refund(self, processor_id: str, *, amount_cents: int | None, idempotency_key: str) -> RefundResult:
+        if amount_cents is not None and (type(amount_cents) is not int or amount_cents <= 0):
+            raise ValueError("amount_cents must be a positive whole number of cents, or None")
+        params: RefundCreateParams = {"payment_intent": processor_id}
+        if amount_cents is not None:
+            params["amount"] = amount_cents
+        with translated_errors("write"):
+            refund = self._client.v1.refunds.create(
+                params, options={"idempotency_key": _checked_key(idempotency_key)}
+            )
+        return RefundResult(processor_id=refund.id, status=str(refund.status), amount_cents=refund.amount)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _retrieve_method(self, payment_method_id: str) -> stripe.PaymentMethod:
+        with translated_errors("read", method_not_found=True):
+            return self._client.v1.payment_methods.retrieve(payment_method_id)
+
+    def _list_for_attempt(self, key: str, customer_id: str | None) -> stripe.PaymentIntent | None:
+        """Scan recent PaymentIntents (listing is strongly consistent, search is not)."""
+
+        def scan(params: PaymentIntentListParams) -> stripe.PaymentIntent | None:
+            page = self._client.v1.payment_intents.list(params)
+            for seen, intent in enumerate(page.auto_paging_iter()):
+                if seen >= _SCAN_LIMIT:
+                    return None
+                if _attempt_of(intent) == key and (customer_id is None or intent.customer == customer_id):
+                    return intent
+            return None
+
+        with translated_errors("read"):
+            if customer_id is None:
+                return scan({"limit": 100})
+            try:
+                return scan({"limit": 100, "customer": customer_id})
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status != 400:
+                    raise
+                # localstripe lists PaymentIntents without filters only ("Unexpected
+                # customer"): list them all, the customer is matched above.
+                return scan({"limit": 100})
+
+    def _search_for_attempt(self, key: str) -> stripe.PaymentIntent | None:
+        """Stripe's search finds older payments; it lags writes by up to a minute."""
+        query = f"metadata['{ATTEMPT_METADATA_KEY}']:'{key}'"  # key checked: no quotes
+        with translated_errors("read"):
+            try:
+                found = self._client.v1.payment_intents.search({"query": query, "limit": 1})
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:  # localstripe has no search endpoint
+                    return None
+                raise
+        return found.data[0] if found.data else None
