@@ -9,6 +9,7 @@ cannot both get an account's last try.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -147,10 +148,10 @@ def _windowed_count(
     limit: int,
     window: timedelta,
 ) -> tuple[ColumnElement[bool], dict[str, Any]]:
-    """The condition and the new values of "count one failure in a sliding window".
+    """The condition and the new values of "count one failure in the current window".
 
-    Allowed while fewer than ``limit`` failures fall in the window; a window older than
-    ``window`` starts again at ``now`` with a count of 1.
+    A window opens at a failure and lasts ``window``; within it at most ``limit`` failures
+    are counted. Once it is over, the next failure opens a new one with a count of 1.
     """
     now_param = bindparam("now_value", now, type_=UTCDateTime())
     expired = or_(started.is_(None), started < bindparam("cutoff", now - window, type_=UTCDateTime()))
@@ -304,15 +305,15 @@ _CALL_FIELDS = (
 
 
 def _record(call: Call) -> CallRecord:
-    return CallRecord(
-        call_sid=call.call_sid,
-        **{name: getattr(call, name) for name in _CALL_FIELDS},
-    )
+    """A detached copy: the flow may change ``data`` in place without touching the row."""
+    fields = {name: getattr(call, name) for name in _CALL_FIELDS}
+    fields["data"] = copy.deepcopy(call.data)
+    return CallRecord(call_sid=call.call_sid, **fields)
 
 
 def _fields(record: CallRecord) -> dict[str, Any]:
     fields = {name: getattr(record, name) for name in _CALL_FIELDS}
-    fields["data"] = dict(record.data)
+    fields["data"] = copy.deepcopy(record.data)
     return fields
 
 
