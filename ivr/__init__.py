@@ -1,24 +1,21 @@
-"""SecurePay IVR: the Flask application factory."""
+"""SecurePay IVR: the Flask application factory.
+
+The wiring is imported inside ``create_app``: importing a light module such as
+``ivr.flows.ports`` (as ``db.repositories`` does) must not pull in the whole app.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
-from db.engine import build_engine, session_factory
-from ivr.flows.call_flow import CALL_FLOW
-from ivr.flows.context import FlowConfig
-from ivr.flows.engine import FlowEngine
-from ivr.flows.pin_policy import PinPolicy
-from ivr.logs import configure_logging
-from ivr.pinhash import Argon2PinHasher
-from ivr.prompts import Catalog
-from ivr.services import Services, SystemClock
 from ivr.settings import Settings, SettingsError
-from payments.gateway import PaymentGateway
-from payments.stripe_gateway import StripeGateway, build_stripe_client
+
+if TYPE_CHECKING:
+    from payments.gateway import PaymentGateway
 
 __all__ = ["create_app"]
 
@@ -29,6 +26,17 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     Settings come from the environment unless given. The webhooks need
     ``TWILIO_AUTH_TOKEN``; command-line tools (``cli=True``) may run without it.
     """
+    from db.engine import build_engine, session_factory
+    from ivr import health, portal, webhooks
+    from ivr.flows.call_flow import CALL_FLOW
+    from ivr.flows.context import FlowConfig
+    from ivr.flows.engine import FlowEngine
+    from ivr.flows.pin_policy import PinPolicy
+    from ivr.logs import configure_logging
+    from ivr.pinhash import Argon2PinHasher
+    from ivr.prompts import Catalog
+    from ivr.services import Services, SystemClock
+
     if settings is None:
         settings = Settings.from_env(os.environ)
     if not cli and settings.twilio_auth_token is None:
@@ -56,14 +64,15 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         gateway=_gateway(settings),
     ).init_app(app)
 
-    from ivr import health, webhooks
-
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(portal.bp)
     return app
 
 
 def _gateway(settings: Settings) -> PaymentGateway | None:
+    from payments.stripe_gateway import StripeGateway, build_stripe_client
+
     if settings.stripe_api_key is None:
         return None
     return StripeGateway(build_stripe_client(settings.stripe_api_key, settings.stripe_api_base))

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ivr.softphone import Softphone
     from tests.fakes import FakeClock
 
+pytest_plugins = ["tests.stripe_fixtures"]
+
 POSTGRES_URL = os.environ.get("SECUREPAY_TEST_POSTGRES_URL")
 
 TEST_ENV = {
@@ -114,9 +116,11 @@ def app(test_env: dict[str, str], clock: FakeClock) -> Iterator[Flask]:
     from ivr.settings import Settings
 
     application = create_app(Settings.from_env(test_env))
-    application.extensions[EXTENSION_KEY].clock = clock
+    services = application.extensions[EXTENSION_KEY]
+    services.clock = clock
+    engine = services.engine  # a test may swap in another; this one is ours to close
     yield application
-    application.extensions[EXTENSION_KEY].engine.dispose()
+    engine.dispose()
 
 
 @pytest.fixture
