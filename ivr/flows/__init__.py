@@ -1,0 +1,1 @@
+"""The call's states and the engine that walks them. Imports no flask, stripe or sqlalchemy."""
