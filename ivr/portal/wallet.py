@@ -1,0 +1,164 @@
+"""Saving and removing an account's payment methods: at the processor, then on file.
+
+The order keeps "nothing half-written" true: a row exists only for a method attached to
+the account's processor customer. Saving attaches first and writes the row after; if
+the write fails, the method is detached again (best effort, logged when that fails too).
+Removing detaches first and deletes the row after; if the processor cannot be reached,
+the row stays and the request can be repeated.
+
+No database transaction is held open while the processor is called: on SQLite a
+transaction holds the write lock, and the IVR must not wait on a slow processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from db.stored_methods import (
+    MethodAlreadyStored,
+    MethodCreatedVia,
+    SqlStoredMethods,
+    StoredMethod,
+    TooManyMethods,
+)
+from ivr.flows.ports import AccountSummary
+from ivr.services import Services
+from payments.gateway import InvalidPaymentMethod, PaymentError, PaymentGateway
+
+__all__ = [
+    "MAX_METHODS",
+    "MethodNotFound",
+    "MethodOnAnotherAccount",
+    "Saved",
+    "remove_method",
+    "save_method",
+]
+
+log = structlog.get_logger()
+
+# The IVR's method menu offers stored methods on keys 1 to 7 (contract 2.6): an eighth
+# could never be chosen by phone.
+MAX_METHODS = 7
+
+
+@dataclass(frozen=True)
+class Saved:
+    method: StoredMethod
+    created: bool  # False: it was already on file for this account
+
+
+class MethodOnAnotherAccount(Exception):
+    """The processor method is on file for a different account."""
+
+
+class MethodNotFound(LookupError):
+    """No such method on this account."""
+
+
+def customer_idempotency_key(account_number: str) -> str:
+    """One processor customer per account, however often its creation is retried."""
+    return f"cus-{account_number}"
+
+
+def save_method(
+    services: Services,
+    gateway: PaymentGateway,
+    account: AccountSummary,
+    payment_method_id: str,
+    *,
+    created_via: MethodCreatedVia,
+) -> Saved:
+    """Attach ``payment_method_id`` to the account's customer and put it on file.
+
+    Idempotent: a method already on file for the account is returned as it is, without
+    calling the processor. Raises ``MethodOnAnotherAccount``, ``TooManyMethods``, and
+    the gateway's errors (``InvalidPaymentMethod``, ``CardDeclined``,
+    ``ProcessorUnavailable``, ``OutcomeUnknown``, ``ProcessorRejected``), each with
+    nothing written but the account's processor customer, which is real and is kept.
+    """
+    with services.unit_of_work() as uow:
+        methods = SqlStoredMethods(uow.session)
+        existing = methods.by_processor_id(payment_method_id)
+        if existing is not None:
+            if existing.account_id != account.id:
+                raise MethodOnAnotherAccount(payment_method_id)
+            return Saved(existing, created=False)
+        if methods.count(account.id) >= MAX_METHODS:
+            raise TooManyMethods(MAX_METHODS)
+        customer_id = methods.customer_id(account.id)
+    if customer_id is None:
+        customer_id = _create_customer(services, gateway, account)
+
+    info = gateway.attach_method(customer_id, payment_method_id)
+    try:
+        with services.unit_of_work() as uow:
+            stored = SqlStoredMethods(uow.session).add(
+                account.id, info, created_via=created_via, now=services.clock.now(), limit=MAX_METHODS
+            )
+            uow.commit()
+    except MethodAlreadyStored as exc:
+        if exc.existing.account_id == account.id:  # a simultaneous request stored it first
+            return Saved(exc.existing, created=False)
+        _detach_quietly(gateway, info.processor_id, account)
+        raise MethodOnAnotherAccount(payment_method_id) from None
+    except BaseException:
+        _detach_quietly(gateway, info.processor_id, account)
+        raise
+    log.info(
+        "payment_method_saved",
+        account_id=account.id,
+        method_id=stored.id,
+        kind=stored.kind,
+        created_via=created_via,
+    )
+    return Saved(stored, created=True)
+
+
+def remove_method(
+    services: Services, gateway: PaymentGateway, account: AccountSummary, method_id: int
+) -> None:
+    """Detach the method at the processor, then take it off file.
+
+    Raises ``MethodNotFound`` (none such on this account) and the gateway's transport
+    errors, with the row kept. A method the processor no longer knows or holds is
+    taken off file: that is what was asked.
+    """
+    with services.unit_of_work() as uow:
+        method = SqlStoredMethods(uow.session).get(account.id, method_id)
+    if method is None:
+        raise MethodNotFound(method_id)
+    try:
+        gateway.detach_method(method.processor_id)
+    except InvalidPaymentMethod:
+        log.info("payment_method_already_detached", account_id=account.id, method_id=method_id)
+    with services.unit_of_work() as uow:
+        SqlStoredMethods(uow.session).remove(account.id, method_id)
+        uow.commit()
+    log.info("payment_method_removed", account_id=account.id, method_id=method_id)
+
+
+def _create_customer(services: Services, gateway: PaymentGateway, account: AccountSummary) -> str:
+    created = gateway.create_customer(
+        account.number, idempotency_key=customer_idempotency_key(account.number)
+    )
+    with services.unit_of_work() as uow:
+        recorded = SqlStoredMethods(uow.session).set_customer_id(account.id, created)
+        uow.commit()
+    log.info("processor_customer_created", account_id=account.id)
+    return recorded
+
+
+def _detach_quietly(gateway: PaymentGateway, processor_id: str, account: AccountSummary) -> None:
+    """Undo an attach whose row could not be written. A failure is logged, not raised:
+    the error the caller must see is the one that made the undo necessary."""
+    try:
+        gateway.detach_method(processor_id)
+    except PaymentError as exc:
+        log.error(
+            "payment_method_detach_failed",
+            account_id=account.id,
+            processor_id=processor_id,  # for a manual clean-up at the processor
+            error_type=type(exc).__name__,
+        )
