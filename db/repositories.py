@@ -13,8 +13,7 @@ import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -30,9 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Phone, PinCredential
+from db.ledger import COUNTED_PAYMENT_STATUSES
+from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Payment, Phone, PinCredential
 from db.types import UTCDateTime
 from ivr.flows.ports import AccountSummary, AccountType, CallRecord, Credential, PinOrigin
 
@@ -43,7 +43,6 @@ __all__ = [
     "SqlCalls",
     "SqlCredentials",
     "SqlEvents",
-    "SqlUnitOfWork",
 ]
 
 
@@ -55,7 +54,7 @@ class CallNotFound(LookupError):
     """No call with that CallSid."""
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -73,23 +72,27 @@ _NO_SYNC = {"synchronize_session": False}
 # --- accounts -------------------------------------------------------------------------
 
 
-def _balance_cents(account: Account) -> int:
-    """The balance the flow speaks and charges against.
+def _balance_cents(session: Session, account: Account) -> int:
+    """The balance the flow speaks and charges against: the imported balance less the
+    payments taken since that import (``balance_as_of``). This is the one place."""
+    paid = session.scalar(
+        select(func.coalesce(func.sum(Payment.amount_cents), 0)).where(
+            Payment.account_id == account.id,
+            Payment.taken_at > account.balance_as_of,
+            Payment.status.in_(COUNTED_PAYMENT_STATUSES),
+        )
+    )
+    return account.balance_cents - int(paid or 0)
 
-    For now the imported balance. The payments change subtracts here the payments taken
-    since ``account.balance_as_of`` (the time of the import): this is the one place.
-    """
-    return account.balance_cents
 
-
-def _summary(account: Account) -> AccountSummary:
+def _summary(session: Session, account: Account) -> AccountSummary:
     return AccountSummary(
         id=account.id,
         number=account.account_number,
         account_type=cast(AccountType, account.account_type),
         has_ssn=account.ssn_hash is not None,
         language=account.language,
-        balance_cents=_balance_cents(account),
+        balance_cents=_balance_cents(session, account),
         past_due_cents=account.past_due_cents,
         due_date=account.due_date,
         email=account.email,
@@ -115,17 +118,17 @@ class SqlAccounts:
             .order_by(*account_number_order())
             .limit(limit)
         )
-        return [_summary(account) for account in rows]
+        return [_summary(self._session, account) for account in rows]
 
     def by_number(self, account_number: str) -> AccountSummary | None:
         account = self._session.scalar(select(Account).where(Account.account_number == account_number))
-        return None if account is None else _summary(account)
+        return None if account is None else _summary(self._session, account)
 
     def get(self, account_id: int) -> AccountSummary:
         account = self._session.get(Account, account_id)
         if account is None:
             raise AccountNotFound(f"no account with id {account_id}")
-        return _summary(account)
+        return _summary(self._session, account)
 
 
 # --- PIN credentials and throttles -----------------------------------------------------
@@ -320,7 +323,7 @@ def _fields(record: CallRecord) -> dict[str, Any]:
 class SqlCalls:
     """Implements ``ivr.flows.ports.Calls``."""
 
-    def __init__(self, session: Session, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, session: Session, clock: Callable[[], datetime] = utcnow) -> None:
         self._session = session
         self._now = clock
 
@@ -367,7 +370,7 @@ class SqlEvents:
         process: str,
         os_user: str | None = None,
         host: str | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._session = session
         self._process = process
@@ -403,53 +406,3 @@ class SqlEvents:
                 detail=detail,
             )
         )
-
-
-# --- unit of work ---------------------------------------------------------------------
-
-
-class SqlUnitOfWork:
-    """Implements ``ivr.flows.ports.UnitOfWork``: one session, one transaction.
-
-    Nothing is written unless ``commit()`` is called. As a context manager it rolls back
-    when the block raises, and always closes the session.
-    """
-
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        *,
-        process: str = "securepay",
-        os_user: str | None = None,
-        host: str | None = None,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self.session = sessions()
-        self.accounts = SqlAccounts(self.session)
-        self.credentials = SqlCredentials(self.session)
-        self.calls = SqlCalls(self.session, clock)
-        self.events = SqlEvents(self.session, process, os_user, host, clock)
-
-    def commit(self) -> None:
-        self.session.commit()
-
-    def rollback(self) -> None:
-        self.session.rollback()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            if exc_type is not None:
-                self.rollback()
-        finally:
-            self.close()

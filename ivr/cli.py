@@ -11,6 +11,7 @@ import click
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from db.cli import db_group, import_group
 from ivr import create_app
 from ivr.call_command import call_command
 from ivr.settings import SettingsError
@@ -44,5 +45,7 @@ def serve(host: str, port: int) -> None:
     app.run(host=host, port=port)
 
 
+main.add_command(db_group)
+main.add_command(import_group)
 main.add_command(pin_group)
 main.add_command(call_command)

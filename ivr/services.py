@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.repositories import SqlUnitOfWork
+from db.unit_of_work import SqlUnitOfWork
 from ivr.flows.context import Ctx, FlowConfig
 from ivr.flows.engine import FlowEngine
 from ivr.flows.pin_policy import PinPolicy

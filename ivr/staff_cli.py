@@ -13,7 +13,7 @@ import socket
 import click
 from flask.cli import with_appcontext
 
-from db.repositories import SqlUnitOfWork
+from db.unit_of_work import SqlUnitOfWork
 from ivr.flows.ports import AccountSummary
 from ivr.services import current_services
 

@@ -11,8 +11,6 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-# ``ivr`` first: ``ivr.services`` imports ``db.repositories``, which imports ``ivr.flows``.
-import ivr  # noqa: F401  # isort: skip
 from db.cli import import_group
 from db.engine import session_factory
 from db.importer import ImportFileError, ImportReport, import_accounts

@@ -36,8 +36,6 @@ from tests.fakes import FakeClock
 from tests.members import Member, add_members
 from tests.stripe_fixtures import TEST_API_KEY
 
-pytest_plugins = ["tests.stripe_fixtures"]
-
 TOKEN = "portal-token-7Qe9xW2mZr4"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 VISA = "4242424242424242"

@@ -10,10 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select
-
-# ``ivr`` first: ``ivr.services`` imports ``db.repositories``, which imports ``ivr.flows``;
-# importing ``db.repositories`` before ``ivr`` closes that cycle half-way.
-import ivr  # noqa: F401  # isort: skip
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import session_factory
@@ -25,8 +21,8 @@ from db.repositories import (
     SqlCalls,
     SqlCredentials,
     SqlEvents,
-    SqlUnitOfWork,
 )
+from db.unit_of_work import SqlUnitOfWork
 from ivr.flows.ports import CallRecord
 
 NOW = datetime(2025, 3, 14, 15, 9, 26, tzinfo=UTC)

@@ -7,12 +7,16 @@ the tests use fakes of our own where a real peer is not the point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from payments.gateway import MethodInfo
+
 PinOrigin = Literal["member", "legacy", "none"]
 AccountType = Literal["residential", "commercial"]
+AttemptStatus = Literal["pending", "succeeded", "processing", "declined", "failed", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,109 @@ class Events(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MethodRef:
+    """The method an attempt charges: processor id, brand, last four (never more)."""
+
+    processor_id: str
+    brand: str
+    last4: str
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    id: str  # the processor's idempotency key
+    call_sid: str
+    attempt_no: int
+    account_id: int
+    amount_cents: int
+    status: AttemptStatus
+    processor_id: str | None
+    method: MethodRef
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    id: int
+    amount_cents: int
+    confirmation: str
+    taken_at: datetime
+    status: str
+
+
+class Ledger(Protocol):
+    def lock_account(self, account_id: int) -> None: ...
+
+    def attempt(self, call_sid: str, attempt_no: int) -> AttemptView | None: ...
+
+    def open_attempt(
+        self,
+        *,
+        call_sid: str,
+        attempt_no: int,
+        account_id: int,
+        amount_cents: int,
+        method: MethodRef,
+        caller: str | None,
+        now: datetime,
+    ) -> AttemptView: ...
+
+    def settle(
+        self,
+        attempt_id: str,
+        *,
+        status: AttemptStatus,
+        now: datetime,
+        processor_id: str | None = None,
+        decline_code: str | None = None,
+    ) -> None: ...
+
+    def record_payment(
+        self, attempt: AttemptView, *, processor_id: str, status: str, now: datetime
+    ) -> PaymentView: ...
+
+    def last_payment(self, account_id: int) -> PaymentView | None: ...
+
+    def declines_since(
+        self, since: datetime, *, account_id: int | None = None, caller: str | None = None
+    ) -> int: ...
+
+
+class MethodOnFile(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def processor_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def brand(self) -> str: ...
+
+    @property
+    def last4(self) -> str: ...
+
+
+class StoredMethods(Protocol):
+    def for_account(self, account_id: int) -> Sequence[MethodOnFile]: ...
+
+    def add(
+        self,
+        account_id: int,
+        info: MethodInfo,
+        *,
+        created_via: Literal["ivr", "portal"],
+        now: datetime,
+        limit: int | None = None,
+    ) -> MethodOnFile: ...
+
+    def customer_id(self, account_id: int) -> str | None: ...
+
+    def set_customer_id(self, account_id: int, customer_id: str) -> str: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """An aware UTC datetime."""
@@ -180,6 +287,12 @@ class UnitOfWork(Protocol):
 
     @property
     def events(self) -> Events: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def methods(self) -> StoredMethods: ...
 
     def commit(self) -> None: ...
 

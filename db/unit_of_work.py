@@ -1,0 +1,63 @@
+"""One transaction over every repository: what a webhook step or a command reads and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.ledger import SqlLedger
+from db.repositories import SqlAccounts, SqlCalls, SqlCredentials, SqlEvents, utcnow
+from db.stored_methods import SqlStoredMethods
+
+
+class SqlUnitOfWork:
+    """Implements ``ivr.flows.ports.UnitOfWork``: one session, one transaction.
+
+    Nothing is written unless ``commit()`` is called. As a context manager it rolls back
+    when the block raises, and always closes the session.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        process: str = "securepay",
+        os_user: str | None = None,
+        host: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session = sessions()
+        self.accounts = SqlAccounts(self.session)
+        self.credentials = SqlCredentials(self.session)
+        self.calls = SqlCalls(self.session, clock)
+        self.events = SqlEvents(self.session, process, os_user, host, clock)
+        self.ledger = SqlLedger(self.session)
+        self.methods = SqlStoredMethods(self.session)
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is not None:
+                self.rollback()
+        finally:
+            self.close()
