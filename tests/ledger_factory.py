@@ -3,7 +3,9 @@
 The flow's order (SECURITY 15, 16): a ``PaymentAttempt`` is committed with status
 ``pending`` *before* the processor is called, its id being the idempotency key; then
 the processor's answer is recorded: ``succeeded`` together with a ``Payment`` carrying
-a confirmation number, in one transaction, or another status without a payment.
+a confirmation number, in one transaction, or another status without a payment. The
+rows are written by the flow's own adapter (``db.ledger.SqlLedger``), so the tests read
+exactly what the flow writes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from datetime import UTC, date, datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.ledger import SqlLedger
 from db.models import Account, Call, Payment, PaymentAttempt
+from ivr.flows.ports import AttemptStatus, MethodRef
 from payments.gateway import ChargeResult
 
 # Test card PaymentMethods have no stored row here: brand and last four are enough.
@@ -77,7 +81,8 @@ class Recorded:
 
 
 class Ledger:
-    """Attempts and payments, one committed transaction per step, as the flow commits."""
+    """Drives the flow's own ledger adapter (``db.ledger.SqlLedger``), one committed
+    transaction per step, in the order the flow commits them."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -93,68 +98,48 @@ class Ledger:
         attempt_no: int = 1,
     ) -> str:
         """The row written before the processor is called; returns its id (the key)."""
-        attempt_id = "pa_" + secrets.token_hex(12)
-        pm, brand, last4 = method
         with self._sessions() as session, session.begin():
-            session.add(
-                PaymentAttempt(
-                    id=attempt_id,
-                    call_sid=call_sid or f"CA{secrets.token_hex(16)}",
-                    attempt_no=attempt_no,
-                    account_id=account_id,
-                    amount_cents=amount_cents,
-                    currency="usd",
-                    method_processor_id=pm,
-                    method_brand=brand,
-                    method_last4=last4,
-                    caller="+12025550143",
-                    status="pending",
-                    created_at=at,
-                )
+            attempt = SqlLedger(session).open_attempt(
+                call_sid=call_sid or f"CA{secrets.token_hex(16)}",
+                attempt_no=attempt_no,
+                account_id=account_id,
+                amount_cents=amount_cents,
+                method=MethodRef(*method),
+                caller="+12025550143",
+                now=at,
             )
-        return attempt_id
+        return attempt.id
 
     def succeed(
-        self, attempt_id: str, processor_id: str, *, at: datetime, confirmation: str | None = None
+        self, attempt_id: str, processor_id: str, *, at: datetime, status: AttemptStatus = "succeeded"
     ) -> Recorded:
-        """The processor said ``succeeded``: the attempt and its ``Payment`` together."""
-        confirmation = confirmation or f"{secrets.randbelow(10**10):010d}"
+        """The processor took the money (``succeeded``, or ``processing`` for a bank debit
+        that settles later): the attempt and its ``Payment`` in one transaction."""
         with self._sessions() as session, session.begin():
-            attempt = session.get(PaymentAttempt, attempt_id)
+            ledger = SqlLedger(session)
+            ledger.settle(attempt_id, status=status, now=at, processor_id=processor_id)
+            row = session.get(PaymentAttempt, attempt_id)
+            assert row is not None
+            attempt = ledger.attempt(row.call_sid, row.attempt_no)
             assert attempt is not None
-            attempt.status = "succeeded"
-            attempt.processor_id = processor_id
-            attempt.completed_at = at
-            payment = Payment(
-                attempt_id=attempt_id,
-                account_id=attempt.account_id,
-                amount_cents=attempt.amount_cents,
-                confirmation=confirmation,
-                processor_id=processor_id,
-                status="succeeded",
-                taken_at=at,
-            )
-            session.add(payment)
-            session.flush()
-            return Recorded(attempt_id, payment.id, confirmation)
+            payment = ledger.record_payment(attempt, processor_id=processor_id, status=status, now=at)
+        return Recorded(attempt_id, payment.id, payment.confirmation)
 
     def settle(
         self,
         attempt_id: str,
-        status: str,
+        status: AttemptStatus,
         *,
         at: datetime,
         processor_id: str | None = None,
         decline_code: str | None = None,
     ) -> Recorded:
-        """Any other answer (``declined``, ``failed``, ``processing``, ``unknown``)."""
-        if status == "succeeded":
-            raise ValueError("use succeed(): a succeeded attempt has a Payment")
+        """An answer without money taken (``declined``, ``failed``), or none (``unknown``)."""
+        if status in ("succeeded", "processing"):
+            raise ValueError("use succeed(): money taken means a Payment")
         with self._sessions() as session, session.begin():
-            session.execute(
-                update(PaymentAttempt)
-                .where(PaymentAttempt.id == attempt_id)
-                .values(status=status, processor_id=processor_id, decline_code=decline_code, completed_at=at)
+            SqlLedger(session).settle(
+                attempt_id, status=status, now=at, processor_id=processor_id, decline_code=decline_code
             )
         return Recorded(attempt_id)
 
@@ -174,9 +159,7 @@ class Ledger:
 
     def record_charge(self, attempt_id: str, result: ChargeResult, *, at: datetime) -> Recorded:
         """Record a real charge made under ``attempt_id`` as the flow would."""
-        if result.status == "succeeded":
-            return self.succeed(attempt_id, result.processor_id, at=at)
-        return self.settle(attempt_id, result.status, at=at, processor_id=result.processor_id)
+        return self.succeed(attempt_id, result.processor_id, at=at, status=result.status)
 
 
 def tamper_payment(sessions: sessionmaker[Session], payment_id: int, **values: object) -> None:
