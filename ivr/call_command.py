@@ -3,12 +3,20 @@
 In-process by default (the app from the environment, signed with its own token and
 public URL), or against a running IVR with ``--url``. The walker is the test suite's,
 so what works here works in the tests and on a real phone.
+
+A ``<Pay>`` is played as Twilio plays it with its Stripe connector
+(``ivr.softphone.pay.TwilioPayEmulator``): the cards come from ``--card`` (one per
+attempt) or are typed at the terminal, and are tokenized with ``STRIPE_API_KEY`` and
+``STRIPE_API_BASE``, the key Twilio's connector would hold for the utility.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Sequence
+from typing import Literal
 
 import click
 from flask import current_app, has_app_context
@@ -24,10 +32,13 @@ from ivr.softphone import (
     PayHandler,
     TerminalPrinter,
     Transport,
+    WalkStopped,
     no_pay_handler,
     parse_keys,
     walk,
 )
+from ivr.softphone.pay import CardSource, InteractiveCards, ScriptedCards, TwilioPayEmulator
+from payments.stripe_gateway import build_stripe_client
 
 __all__ = ["call_command", "make_call_command"]
 
@@ -76,8 +87,61 @@ def _remote(base_url: str) -> tuple[Transport, str, str]:
     return transport, token, base_url.rstrip("/")
 
 
-def make_call_command(pay: PayHandler = no_pay_handler) -> click.Command:
-    """The ``call`` command, with ``pay`` playing Twilio's part in ``<Pay>``."""
+def _check_cards(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        ScriptedCards(value)
+    except ValueError as exc:  # the message names the entry by position, never its digits
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+class _EmulatedPay:
+    """Twilio's ``<Pay>`` for one ``securepay call``, set up when the first ``<Pay>`` is met:
+    a call that never reaches one needs no Stripe key."""
+
+    def __init__(self, cards: Sequence[str], stripe_key: str | None, stripe_base: str | None) -> None:
+        self._cards = cards
+        self._stripe_key = stripe_key
+        self._stripe_base = stripe_base
+        self._emulator: TwilioPayEmulator | None = None
+
+    def __call__(self, attributes: dict[str, str]) -> dict[str, str]:
+        if self._emulator is None:
+            if self._stripe_key is None:
+                raise click.ClickException(
+                    "STRIPE_API_KEY is not set: the softphone plays Twilio's Stripe connector at <Pay> "
+                    "and tokenizes the card with the utility's key (a test key, or localstripe's)"
+                )
+            source: CardSource
+            if self._cards:
+                source = ScriptedCards(self._cards)
+            elif sys.stdin.isatty():
+                source = InteractiveCards()
+            else:
+                raise WalkStopped("a <Pay> needs a card: pass --card 'NUMBER MM/YY CVC' (one per attempt)")
+            client = build_stripe_client(self._stripe_key, self._stripe_base)
+            self._emulator = TwilioPayEmulator(client, source)
+        return self._emulator(attributes)
+
+
+def _stripe_in_process() -> tuple[str | None, str | None]:
+    settings = current_services().settings
+    return settings.stripe_api_key, settings.stripe_api_base
+
+
+def _stripe_remote() -> tuple[str | None, str | None]:
+    # As for the token: the app's Settings would need a pepper this command has no use for.
+    key = os.environ.get("STRIPE_API_KEY", "").strip() or None
+    base = os.environ.get("STRIPE_API_BASE", "").strip() or None
+    return key, base
+
+
+def make_call_command(pay: PayHandler | Literal["emulate"] = no_pay_handler) -> click.Command:
+    """The ``call`` command, with ``pay`` playing Twilio's part in ``<Pay>``.
+
+    ``pay="emulate"`` (``securepay call``): the softphone plays it as Twilio does with its
+    Stripe connector, with the cards of ``--card`` or typed at the terminal.
+    """
 
     @click.command("call")
     @click.option("--from", "from_number", required=True, help="The caller ID, e.g. +12025550123.")
@@ -108,10 +172,16 @@ def make_call_command(pay: PayHandler = no_pay_handler) -> click.Command:
         base_url: str | None,
         keys: str | None,
         call_sid: str | None,
+        cards: tuple[str, ...] = (),
     ) -> None:
         """Place a simulated call to the IVR, as Twilio would drive it."""
         key_source = _keys(keys)
         transport, token, public_url = _in_process(ctx) if base_url is None else _remote(base_url)
+        handler: PayHandler
+        if pay == "emulate":
+            handler = _EmulatedPay(cards, *(_stripe_in_process() if base_url is None else _stripe_remote()))
+        else:
+            handler = pay
         transcript = walk(
             transport,
             auth_token=token,
@@ -120,7 +190,7 @@ def make_call_command(pay: PayHandler = no_pay_handler) -> click.Command:
             to_number=to_number,
             keys=key_source,
             call_sid=call_sid,
-            pay=pay,
+            pay=handler,
             observer=TerminalPrinter(show_keys=keys is not None),
         )
         if not transcript.ok:
@@ -128,7 +198,17 @@ def make_call_command(pay: PayHandler = no_pay_handler) -> click.Command:
             ctx.exit(1)
         click.echo(f"Call {transcript.call_sid} ended: {transcript.final_status}.")
 
+    if pay == "emulate":
+        call.params.append(
+            click.Option(
+                ["--card", "cards"],
+                multiple=True,
+                callback=_check_cards,
+                help="A test card for <Pay>, e.g. '4242424242424242 12/30 123' (repeat: one per "
+                "attempt; '*': cancel, 'timeout', 'hangup'); default: typed at the terminal.",
+            )
+        )
     return call
 
 
-call_command = make_call_command()
+call_command = make_call_command(pay="emulate")
