@@ -78,7 +78,7 @@ def _balance_cents(session: Session, account: Account) -> int:
     paid = session.scalar(
         select(func.coalesce(func.sum(Payment.amount_cents), 0)).where(
             Payment.account_id == account.id,
-            Payment.taken_at > account.balance_as_of,
+            Payment.taken_at >= account.balance_as_of,
             Payment.status.in_(COUNTED_PAYMENT_STATUSES),
         )
     )

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.unit_of_work import SqlUnitOfWork
-from ivr.flows.context import Ctx, FlowConfig
+from ivr.flows.context import Ctx, FlowConfig, NoNotifier, Notifier
 from ivr.flows.engine import FlowEngine
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
@@ -42,6 +42,7 @@ class Services:
     flow_engine: FlowEngine
     flow_config: FlowConfig
     gateway: PaymentGateway | None = None  # None without STRIPE_API_KEY: payments are off
+    notifier: Notifier = field(default_factory=NoNotifier)
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:
@@ -62,6 +63,8 @@ class Services:
             policy=self.policy,
             clock=self.clock,
             config=self.flow_config,
+            gateway=self.gateway,
+            notifier=self.notifier,
         )
 
 

@@ -97,6 +97,10 @@ class Settings:
     pin_blocklist_file: str | None = None
     prompts_dir: str | None = None
     log_format: str = "console"
+    pay_connector: str = "Default"
+    new_cards_per_call: int = 2
+    declines_per_account_day: int = 3
+    declines_per_caller_day: int = 5
     smtp_host: str | None = None
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
@@ -162,6 +166,10 @@ class Settings:
             pin_blocklist_file=text("SECUREPAY_PIN_BLOCKLIST_FILE"),
             prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
             log_format=log_format,
+            pay_connector=text("SECUREPAY_PAY_CONNECTOR") or "Default",
+            new_cards_per_call=_int(env, "SECUREPAY_NEW_CARDS_PER_CALL", 2),
+            declines_per_account_day=_int(env, "SECUREPAY_DECLINES_PER_ACCOUNT_DAY", 3),
+            declines_per_caller_day=_int(env, "SECUREPAY_DECLINES_PER_CALLER_DAY", 5),
             smtp_host=text("SECUREPAY_SMTP_HOST"),
             smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
             receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",

@@ -34,6 +34,21 @@ def render(reply: Reply) -> str:
             gather.say(speech.text, language=language_tag(speech.language))
         # No input: Twilio falls through to the next verb; the step hears "no input".
         response.redirect(url, method="POST")
+    if reply.pay is not None:
+        # Tokenize only (no chargeAmount): the card digits go from the caller's keypad to
+        # Twilio and the processor; this service receives a PaymentMethod id.
+        response.pay(
+            input="dtmf",
+            payment_connector=reply.pay.connector,
+            token_type="payment-method",  # noqa: S106 - a token kind, not a secret
+            max_attempts=reply.pay.max_attempts,
+            timeout=reply.pay.timeout_seconds,
+            security_code=True,
+            postal_code=False,
+            language=language_tag(reply.pay.language),
+            action=step_url(reply.step),
+            method="POST",
+        )
     if reply.dial is not None:
         response.dial(reply.dial.number)
     if reply.hangup or reply.dial is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 
 import structlog
 from flask import Blueprint, Response, request
@@ -27,6 +28,8 @@ CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 DTMF = re.compile(r"[0-9*#]{0,40}")
 NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every state
 ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
+# What a <Pay> callback may hand to the flow: never card digits (Twilio masks them).
+PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate")
 
 
 def _xml(body: str, status: int = 200) -> Response:
@@ -60,10 +63,25 @@ def _apology_text(language: str = "en") -> str:
 
 
 def _digits() -> str | None:
-    if "Digits" not in request.form:
+    form = request.form
+    if "Result" in form:  # a <Pay> callback: its outcome stands where keys would
+        return form["Result"][:40]
+    if "Digits" not in form:
         return None
-    digits = request.form["Digits"]
+    digits = form["Digits"]
     return digits if DTMF.fullmatch(digits) else NOT_DTMF
+
+
+def _pay_payload() -> dict[str, str]:
+    return {name: request.form[name][:64] for name in PAY_FIELDS if name in request.form}
+
+
+def _run_after_commit(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - a receipt must never fail the call
+            log.exception("after_commit_failed")
 
 
 @bp.post("/voice")
@@ -82,8 +100,9 @@ def voice() -> Response:
         )
         uow.calls.create(record)
         call = uow.calls.load_for_update(record.call_sid) or record
-        reply = services.flow_engine.start(services.context(call, uow))
-        uow.calls.save(call)
+        ctx = services.context(call, uow)
+        reply = services.flow_engine.start(ctx)
+        uow.calls.save(ctx.call)
         uow.commit()
     return _xml(twiml.render(reply))
 
@@ -97,11 +116,11 @@ def step() -> Response:
         if call is None:
             log.warning("step_for_unknown_call")
             return _xml(twiml.apology(_apology_text()))
-        reply = services.flow_engine.handle(
-            services.context(call, uow), Input(step_number, _digits())
-        )
-        uow.calls.save(call)
+        ctx = services.context(call, uow)
+        reply = services.flow_engine.handle(ctx, Input(step_number, _digits(), _pay_payload()))
+        uow.calls.save(ctx.call)
         uow.commit()
+    _run_after_commit(ctx.after_commit)
     return _xml(twiml.render(reply))
 
 

@@ -9,7 +9,7 @@ connections at once, as concurrent calls do.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +20,11 @@ from db.engine import build_engine
 from db.models import Base
 
 if TYPE_CHECKING:
+    import stripe
     from flask import Flask
 
     from ivr.softphone import Softphone
+    from payments.emulator import LocalStripe
     from tests.fakes import FakeClock
 
 pytest_plugins = ["tests.stripe_fixtures"]
@@ -109,15 +111,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app(test_env: dict[str, str], clock: FakeClock) -> Iterator[Flask]:
-    """The real application on the test's database, with a clock the test controls."""
+def app(
+    test_env: dict[str, str], clock: FakeClock, stripe_client: stripe.StripeClient, localstripe: LocalStripe
+) -> Iterator[Flask]:
+    """The real application on the test's database, with a clock the test controls and
+    the processor played by localstripe (emptied for each test)."""
     from ivr import create_app
     from ivr.services import EXTENSION_KEY
     from ivr.settings import Settings
+    from payments.stripe_gateway import StripeGateway
 
-    application = create_app(Settings.from_env(test_env))
+    env = {**test_env, "STRIPE_API_KEY": "sk_test_securepay", "STRIPE_API_BASE": localstripe.base_url}
+    application = create_app(Settings.from_env(env))
     services = application.extensions[EXTENSION_KEY]
     services.clock = clock
+    services.gateway = StripeGateway(stripe_client)  # no network retries in tests
     engine = services.engine  # a test may swap in another; this one is ours to close
     yield application
     engine.dispose()
@@ -133,3 +141,21 @@ def phone(app: Flask) -> Softphone:
         auth_token=TEST_ENV["TWILIO_AUTH_TOKEN"],
         public_url=TEST_ENV["SECUREPAY_PUBLIC_URL"],
     )
+
+
+@pytest.fixture
+def card_phone(app: Flask, stripe_client: stripe.StripeClient) -> Callable[..., Softphone]:
+    """``card_phone("4242424242424242 12/30 123", ...)``: a softphone that plays Twilio's
+    ``<Pay>`` with these cards (one per attempt), tokenizing them at localstripe."""
+    from ivr.softphone import FlaskTransport, Softphone
+    from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+
+    def make(*cards: str) -> Softphone:
+        return Softphone(
+            FlaskTransport(app),
+            auth_token=TEST_ENV["TWILIO_AUTH_TOKEN"],
+            public_url=TEST_ENV["SECUREPAY_PUBLIC_URL"],
+            pay=TwilioPayEmulator(stripe_client, ScriptedCards(cards)),
+        )
+
+    return make

@@ -67,7 +67,9 @@ def test_an_undeclared_target_of_an_action_is_refused() -> None:
 
 def test_the_call_flow_ends_only_where_it_says_goodbye() -> None:
     ends = {name for name, state in CALL_FLOW.states.items() if state.is_end}
-    assert ends == {"account_not_found", "auth_failed", "transfer", "no_input_goodbye"}
+    assert ends == {
+        "account_not_found", "auth_failed", "transfer", "no_input_goodbye", "goodbye", "payment_unknown"
+    }
 
 
 def test_catalogs_have_the_same_keys_in_both_languages() -> None:

@@ -8,8 +8,8 @@ one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at 
 
 from __future__ import annotations
 
-from ivr.flows import identify, pin
-from ivr.flows.machine import ENTERED, REPEAT, Entry, Flow, Menu, Say, State, said
+from ivr.flows import charge, identify, payment, pin
+from ivr.flows.machine import ENTERED, PAY_RESULT, REPEAT, Entry, Flow, Menu, Pay, Say, State, said
 from ivr.flows.menu import member_services_from, notice_then, speak_account_menu
 
 CALL_FLOW = Flow.define(
@@ -46,15 +46,36 @@ CALL_FLOW = Flow.define(
         State(pin.AUTH_FAILED, said("auth_failed"), Say(), outcome="auth-failed"),
         # -- 2.4 account menu --------------------------------------------------------------
         State("account_menu", speak_account_menu, Menu(),
-              on={"1": notice_then("account_menu", "payments_unavailable"),
-                  "2": notice_then("account_menu", "payments_unavailable"),
-                  "3": notice_then("account_menu", "payments_unavailable"),
+              on={"1": payment.pay_full, "2": payment.pay_other, "3": payment.say_last_payment,
                   "4": notice_then("account_menu", "autopay_in_portal"),
-                  "0": member_services_from("account_menu"),
+                  "0": member_services_from("account_menu"), "9": REPEAT},
+              guard="verified"),
+        # -- 2.5 amount, 2.6 method, 2.7 confirm ------------------------------------------
+        State("enter_amount", payment.speak_enter_amount, Entry(max_digits=12),
+              on={ENTERED: payment.amount_entered, "*": "account_menu"}, guard="verified"),
+        State("choose_method", payment.speak_methods, Menu(),
+              on={**{str(k): payment.method_chosen for k in range(1, 8)},
+                  "8": payment.new_card, "*": "account_menu", "9": REPEAT},
+              guard="verified"),
+        State("save_card", said("save_card"), Menu(),
+              on={"1": payment.save_choice, "2": payment.save_choice, "*": payment.back_from_card,
                   "9": REPEAT},
               guard="verified"),
+        State("card_entry", said("card_entry"), Pay(max_attempts=2),
+              on={PAY_RESULT: payment.card_collected}, guard="verified"),
+        State("card_retry", said("card_retry"), Menu(),
+              on={"1": payment.retry_card, "2": "account_menu", "9": REPEAT}, guard="verified"),
+        State("confirm", payment.speak_confirm, Menu(),
+              on={"1": charge.confirm_payment, "2": charge.cancel_payment, "9": REPEAT},
+              guard="verified"),
+        State("payment_done", charge.speak_payment_done, Menu(),
+              on={"1": REPEAT, "2": "account_menu"}, timeout="goodbye", guard="verified"),
+        State("payment_declined", said("payment_declined"), Menu(),
+              on={"1": charge.another_method, "2": "account_menu", "9": REPEAT}, guard="verified"),
+        State("payment_unknown", said("payment_unknown"), Say(), outcome="payment-unknown"),
         # -- 2.8, 2.9 and the polite ends -------------------------------------------------
         State("transfer", said("transfer"), Say(dial=True), outcome="transferred"),
         State("no_input_goodbye", said("no_input_goodbye"), Say(), outcome="no-input"),
+        State("goodbye", said("goodbye"), Say()),
     ],
 )

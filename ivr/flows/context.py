@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
-from typing import Any
+from typing import Any, Protocol
 
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import AccountSummary, CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.settings import BusinessHours, Settings
+from payments.gateway import PaymentGateway
+
+
+class Notifier(Protocol):
+    def payment_taken(self, payment_id: int) -> None:
+        """A payment was committed (send the receipt); never raises, never blocks."""
+        ...
+
+
+class NoNotifier:
+    def payment_taken(self, payment_id: int) -> None:
+        return None
+
+
+class CallMoved(Exception):
+    """Another request moved the call on while this one was between transactions."""
+
+    def __init__(self, current: CallRecord | None) -> None:
+        super().__init__("the call moved on")
+        self.current = current
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,11 @@ class FlowConfig:
     caller_failures_per_hour: int = 10
     max_captured_accounts: int = 8
     account_entry_tries: int = 3
+    pay_connector: str = "Default"
+    new_cards_per_call: int = 2
+    declines_per_account_day: int = 3
+    declines_per_caller_day: int = 5
+    max_stored_methods: int = 7
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -41,6 +67,10 @@ class FlowConfig:
             pin_failures_per_account=settings.pin_failures_per_account,
             pin_failure_window=timedelta(hours=settings.pin_failure_window_hours),
             caller_failures_per_hour=settings.caller_failures_per_hour,
+            pay_connector=settings.pay_connector,
+            new_cards_per_call=settings.new_cards_per_call,
+            declines_per_account_day=settings.declines_per_account_day,
+            declines_per_caller_day=settings.declines_per_caller_day,
         )
 
 
@@ -54,6 +84,10 @@ class Ctx:
     policy: PinPolicy
     clock: Clock
     config: FlowConfig
+    gateway: PaymentGateway | None = None
+    notifier: Notifier = field(default_factory=NoNotifier)
+    payload: Mapping[str, str] = field(default_factory=dict)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)
 
     @property
@@ -73,6 +107,27 @@ class Ctx:
         if self._account is None or self._account.id != self.call.account_id:
             self._account = self.uow.accounts.get(self.call.account_id)
         return self._account
+
+    def checkpoint(self) -> None:
+        """Commit what this step wrote so far, then lock the call again.
+
+        Used to make a payment attempt durable before the processor is called. Raises
+        ``CallMoved`` when another request for this call moved it on in between.
+        """
+        self.uow.calls.save(self.call)
+        self.uow.commit()
+        current = self.uow.calls.load_for_update(self.call.call_sid)
+        if current is None or (current.state, current.step, current.status) != (
+            self.call.state, self.call.step, self.call.status
+        ):
+            raise CallMoved(current)
+        self.call = current
+        self._account = None
+
+    def refresh_account(self) -> AccountSummary:
+        """The account read again (its balance may have changed under a lock)."""
+        self._account = None
+        return self.account()
 
     def event(self, name: str, *, success: bool = True, **detail: Any) -> None:
         """Append a trail event for this call (never with a secret in ``detail``)."""

@@ -8,11 +8,26 @@ nothing more. State lives in the ``CallRecord``, so any worker can answer any st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from ivr.flows.context import Ctx
-from ivr.flows.machine import ENTERED, MISS, REPEAT, Action, Entry, Flow, Go, Menu, Phrase, Say, State
-from ivr.flows.reply import Dial, Gather, Reply, Speech
+from ivr.flows.context import CallMoved, Ctx
+from ivr.flows.machine import (
+    ENTERED,
+    MISS,
+    PAY_RESULT,
+    REPEAT,
+    Action,
+    Entry,
+    Flow,
+    Go,
+    Menu,
+    Pay,
+    Phrase,
+    Say,
+    State,
+)
+from ivr.flows.reply import Dial, Gather, PayRequest, Reply, Speech
 from ivr.prompts import Catalog
 
 MISSES_ALLOWED = 3
@@ -20,10 +35,15 @@ MISSES_ALLOWED = 3
 
 @dataclass(frozen=True)
 class Input:
-    """What Twilio posted for a step: ``digits`` is None on a timeout (no input)."""
+    """What Twilio posted for a step: ``digits`` is None on a timeout (no input).
+
+    ``payload`` holds the non-secret parameters of a ``<Pay>`` callback (Result,
+    PaymentToken, the masked card number, card type, expiry).
+    """
 
     step: int
     digits: str | None
+    payload: Mapping[str, str] = field(default_factory=dict)
 
 
 class FlowEngine:
@@ -59,7 +79,16 @@ class FlowEngine:
             notice = Phrase("invalid_entry") if received.digits else None
             self._miss(ctx, notice, "invalid_key" if received.digits else "no_input")
         elif isinstance(target, Action):
-            go = target.run(ctx, received.digits or "")
+            ctx.payload = received.payload
+            try:
+                go = target.run(ctx, received.digits or "")
+            except CallMoved as moved:
+                # Another request for this call moved it on while this one waited (a
+                # replay during a charge): answer where the call is, change nothing.
+                if moved.current is not None:
+                    ctx.call = moved.current
+                ctx.event("step_superseded", success=False)
+                return self.render(ctx)
             if go.state not in target.leads_to:
                 raise RuntimeError(f"action {target.name} went to undeclared {go.state!r}")
             if go.miss:
@@ -95,6 +124,8 @@ class FlowEngine:
             self._enter(ctx, Go(call.state, notice=notice), same_state=True, keep_misses=True)
 
     def _target(self, state: State, digits: str | None) -> str | Action:
+        if isinstance(state.input, Pay):
+            return state.on[PAY_RESULT]
         if isinstance(state.input, Menu):
             if not digits:
                 return state.timeout
@@ -162,6 +193,11 @@ class FlowEngine:
             dial = Dial(ctx.config.member_services_number) if state.input.dial else None
             return Reply(step=call.step, speech=speech, dial=dial, hangup=dial is None)
         spec = state.input
+        if isinstance(spec, Pay):
+            request = PayRequest(
+                ctx.config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang
+            )
+            return Reply(step=call.step, speech=speech, pay=request)
         if isinstance(spec, Entry):
             gather = Gather(speech, spec.digits, "#", spec.timeout_seconds)
         else:

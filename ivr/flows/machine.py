@@ -87,14 +87,25 @@ class Say:
     dial: bool = False
 
 
+@dataclass(frozen=True)
+class Pay:
+    """A card collected by Twilio ``<Pay>`` (tokenize only); its ``Result`` is handed to
+    ``on['result']`` with the other callback parameters in ``ctx.payload``."""
+
+    kind: Literal["pay"] = "pay"
+    max_attempts: int = 2
+    timeout_seconds: int = 10
+
+
 ENTERED = "entered"
+PAY_RESULT = "result"
 
 
 @dataclass(frozen=True)
 class State:
     name: str
     speak: Speaker
-    input: Menu | Entry | Say
+    input: Menu | Entry | Say | Pay
     on: Mapping[str, Target] = field(default_factory=dict)
     timeout: Target = MISS
     invalid: Target = MISS
@@ -158,6 +169,8 @@ class Flow:
                 raise FlowDefinitionError(f"state {name!r} leads to unknown {sorted(unknown)}")
             if state.is_end and (state.on or state.timeout != MISS or state.invalid != MISS):
                 raise FlowDefinitionError(f"end state {name!r} takes no input")
+            if isinstance(state.input, Pay) and set(state.on) != {PAY_RESULT}:
+                raise FlowDefinitionError(f"pay state {name!r} only takes 'result'")
             if isinstance(state.input, Entry) and set(state.on) - {ENTERED, "*"}:
                 raise FlowDefinitionError(f"entry state {name!r} only takes 'entered' and '*'")
             if isinstance(state.input, Menu) and any(len(key) != 1 for key in state.on):

@@ -22,6 +22,16 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class PayRequest:
+    """Twilio ``<Pay>``: collect a card and tokenize it (no charge amount)."""
+
+    connector: str
+    max_attempts: int
+    timeout_seconds: int
+    language: str
+
+
+@dataclass(frozen=True)
 class Dial:
     number: str
 
@@ -37,5 +47,6 @@ class Reply:
     step: int
     speech: tuple[Speech, ...] = ()
     gather: Gather | None = None
+    pay: PayRequest | None = None
     dial: Dial | None = None
     hangup: bool = False

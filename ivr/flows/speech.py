@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ivr.settings import BusinessHours
 
-__all__ = ["Lang", "language_tag", "say_amount", "say_date", "say_digits", "say_hours"]
+__all__ = ["Lang", "language_tag", "say_amount", "say_date", "say_digits", "say_hours", "say_method"]
 
 # The languages we speak. Functions take a plain ``str`` (a call's language comes from
 # the database as one) and raise ``ValueError`` for anything else.
@@ -153,3 +153,26 @@ def say_hours(hours: BusinessHours, lang: str) -> str:
     if lang == "en":
         return f"{days}, from {opens} to {closes}"
     return f"{days}, de {opens} a {closes}"
+
+
+_BRANDS: dict[str, str] = {
+    "visa": "Visa",
+    "mastercard": "Mastercard",
+    "amex": "American Express",
+    "american express": "American Express",
+    "discover": "Discover",
+    "diners": "Diners Club",
+    "jcb": "JCB",
+    "unionpay": "UnionPay",
+}
+
+
+def say_method(kind: str, brand: str, lang: str) -> str:
+    """How a payment method is named: "Visa" / "tarjeta Visa", "bank account" / "cuenta bancaria"."""
+    lang = _check(lang)
+    if kind == "bank":
+        return "bank account" if lang == "en" else "cuenta bancaria"
+    name = _BRANDS.get(brand.lower(), "card")
+    if name == "card":
+        return "card" if lang == "en" else "tarjeta"
+    return name if lang == "en" else f"tarjeta {name}"

@@ -1,0 +1,244 @@
+"""The confirm step: one charge per confirmation, whatever Twilio or the network repeats.
+
+1. The attempt row (unique per call and confirm screen) is written and COMMITTED before
+   the processor is called; its id is the processor's idempotency key.
+2. The call and the account are locked again (charges for one account are serialized);
+   a request that finds the call moved on (a replay) answers where the call is.
+3. An attempt found pending from an earlier request (a crash, a Twilio retry) is first
+   looked up at the processor, and only charged with the SAME key if not found there.
+4. An unknown outcome is looked up once more; if still unknown it is recorded as such,
+   and no further charge is offered on this call (reconcile settles it later).
+5. The outcome and the processor's id are committed before the caller hears them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr.flows.context import Ctx
+from ivr.flows.machine import Action, Go, Phrase, speaks
+from ivr.flows.payment import MENU, to_methods
+from ivr.flows.ports import AttemptView, MethodRef
+from ivr.flows.speech import say_amount, say_digits
+from payments.gateway import (
+    ActionRequired,
+    CardDeclined,
+    ChargeResult,
+    InvalidPaymentMethod,
+    OutcomeUnknown,
+    PaymentError,
+    PaymentGateway,
+    ProcessorUnavailable,
+)
+
+CURRENCY = "usd"
+
+
+@dataclass(frozen=True)
+class Declined:
+    code: str
+
+
+@dataclass(frozen=True)
+class NotCharged:
+    """The processor surely did not take the money (never reached, or refused our call)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    reason: str
+
+
+Outcome = ChargeResult | Declined | NotCharged | Unknown
+
+
+def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
+    gateway = ctx.gateway
+    if gateway is None:
+        return Go(MENU, notice=Phrase("payments_unavailable"))
+    call = ctx.call
+    data = call.data
+    account = ctx.account()
+    method = MethodRef(data["method"]["processor_id"], data["method"]["brand"], data["method"]["last4"])
+    attempt_no = int(data["confirm_no"])
+    earlier = ctx.uow.ledger.attempt(call.call_sid, attempt_no)
+    if earlier is None:
+        ctx.uow.ledger.open_attempt(
+            call_sid=call.call_sid,
+            attempt_no=attempt_no,
+            account_id=account.id,
+            amount_cents=int(data["amount_cents"]),
+            method=method,
+            caller=ctx.caller,
+            now=ctx.clock.now(),
+        )
+        ctx.event("payment_attempt_opened", attempt_no=attempt_no, amount_cents=int(data["amount_cents"]))
+        ctx.checkpoint()  # durable before the processor hears of it; may raise CallMoved
+    ctx.uow.ledger.lock_account(account.id)
+    attempt = ctx.uow.ledger.attempt(call.call_sid, attempt_no)
+    if attempt is None:
+        raise RuntimeError("the payment attempt vanished")
+    if attempt.status != "pending":
+        return _after(ctx, attempt, _settled_outcome(attempt))
+    if data.get("pay_full") and ctx.refresh_account().balance_cents != attempt.amount_cents:
+        return _after(ctx, attempt, NotCharged("balance_changed"))
+    outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
+    return _after(ctx, attempt, outcome)
+
+
+def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed: bool) -> Outcome:
+    try:
+        customer_id = _customer_for(ctx, gateway, attempt)
+    except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
+        return Declined(_code(exc))
+    except (ProcessorUnavailable, OutcomeUnknown):
+        return NotCharged("save_failed")
+    if resumed:
+        found = _look_up(gateway, attempt, customer_id)
+        if not isinstance(found, Unknown) or found.reason != "not_found":
+            return found
+    try:
+        return gateway.charge(
+            amount_cents=attempt.amount_cents,
+            currency=CURRENCY,
+            payment_method_id=attempt.method.processor_id,
+            customer_id=customer_id,
+            idempotency_key=attempt.id,
+            metadata={"attempt_id": attempt.id, "call_sid": attempt.call_sid},
+        )
+    except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
+        return Declined(_code(exc))
+    except ProcessorUnavailable:
+        found = _look_up(gateway, attempt, customer_id)
+        return NotCharged("processor_unavailable") if _not_found(found) else found
+    except OutcomeUnknown:
+        found = _look_up(gateway, attempt, customer_id)
+        return Unknown("no_answer") if _not_found(found) else found
+    except PaymentError as exc:  # ProcessorRejected: our request was refused outright
+        return NotCharged(type(exc).__name__)
+
+
+def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> Outcome:
+    try:
+        found = gateway.find_charge(attempt.id, customer_id=customer_id)
+    except (CardDeclined, ActionRequired) as exc:
+        return Declined(_code(exc))
+    except PaymentError:
+        return Unknown("lookup_failed")
+    return found if found is not None else Unknown("not_found")
+
+
+def _not_found(outcome: Outcome) -> bool:
+    return isinstance(outcome, Unknown) and outcome.reason == "not_found"
+
+
+def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> str | None:
+    """The processor customer to charge with: the account's for a stored method; for a
+    new card the caller chose to save, the card is attached to it first."""
+    method = ctx.call.data["method"]
+    methods = ctx.uow.methods
+    account = ctx.account()
+    if method.get("stored"):
+        return methods.customer_id(account.id)
+    if not ctx.call.data.get("save_card"):
+        return None
+    customer_id = methods.customer_id(account.id)
+    if customer_id is None:
+        created = gateway.create_customer(account.number, idempotency_key=f"cus-{account.number}")
+        customer_id = methods.set_customer_id(account.id, created)
+    info = gateway.attach_method(customer_id, attempt.method.processor_id)
+    stored = methods.for_account(account.id)
+    if len(stored) < ctx.config.max_stored_methods and all(
+        m.processor_id != info.processor_id for m in stored
+    ):
+        methods.add(account.id, info, created_via="ivr", now=ctx.clock.now())
+        ctx.event("method_saved", kind=info.kind)
+    return customer_id
+
+
+def _code(exc: PaymentError) -> str:
+    if isinstance(exc, CardDeclined):
+        return exc.code or "card_declined"
+    if isinstance(exc, ActionRequired):
+        return "authentication_required"
+    return "invalid_payment_method"
+
+
+def _settled_outcome(attempt: AttemptView) -> Outcome:
+    if attempt.status in ("succeeded", "processing"):
+        return ChargeResult(attempt.status, attempt.processor_id or "", None, attempt.amount_cents)
+    if attempt.status == "declined":
+        return Declined("card_declined")
+    if attempt.status == "unknown":
+        return Unknown("earlier")
+    return NotCharged("earlier")
+
+
+def _after(ctx: Ctx, attempt: AttemptView, outcome: Outcome) -> Go:
+    """Record the outcome (committed with this step, before the caller hears it)."""
+    ledger = ctx.uow.ledger
+    now = ctx.clock.now()
+    call = ctx.call
+    if isinstance(outcome, ChargeResult):
+        if attempt.status == "pending":
+            ledger.settle(attempt.id, status=outcome.status, processor_id=outcome.processor_id, now=now)
+        payment = ledger.record_payment(
+            attempt, processor_id=outcome.processor_id, status=outcome.status, now=now
+        )
+        call.outcome = "paid"
+        call.data["paid"] = {"amount_cents": attempt.amount_cents, "confirmation": payment.confirmation}
+        ctx.event("payment_succeeded", processor_id=outcome.processor_id, amount_cents=attempt.amount_cents)
+        notifier = ctx.notifier
+        ctx.after_commit.append(lambda: notifier.payment_taken(payment.id))
+        return Go("payment_done")
+    if isinstance(outcome, Declined):
+        if attempt.status == "pending":
+            ledger.settle(attempt.id, status="declined", decline_code=outcome.code, now=now)
+        if call.outcome != "paid":
+            call.outcome = "declined"
+        ctx.event("payment_declined", success=False, decline_code=outcome.code)
+        return Go("payment_declined")
+    if isinstance(outcome, Unknown):
+        if attempt.status == "pending":
+            ledger.settle(attempt.id, status="unknown", now=now)
+        ctx.event("payment_outcome_unknown", success=False, reason=outcome.reason)
+        return Go("payment_unknown", outcome="payment-unknown")
+    if attempt.status == "pending":
+        ledger.settle(attempt.id, status="failed", now=now)
+    ctx.event("payment_not_charged", success=False, reason=outcome.reason)
+    notice = "balance_changed" if outcome.reason == "balance_changed" else "payment_not_processed"
+    return Go(MENU, notice=Phrase(notice))
+
+
+confirm_payment = Action(
+    _confirm_payment, ("payment_done", "payment_declined", "payment_unknown", MENU)
+)
+
+
+def _cancel_payment(ctx: Ctx, _digits: str) -> Go:
+    ctx.event("payment_cancelled")
+    return Go(MENU, notice=Phrase("payment_cancelled"))
+
+
+cancel_payment = Action(_cancel_payment, (MENU,))
+
+
+def _another_method(ctx: Ctx, _digits: str) -> Go:
+    return to_methods(ctx)
+
+
+another_method = Action(_another_method, ("choose_method", "save_card", MENU))
+
+
+@speaks("payment_received", "payment_done_options")
+def speak_payment_done(ctx: Ctx) -> list[Phrase]:
+    paid = ctx.call.data["paid"]
+    return [
+        Phrase("payment_received", {
+            "amount": say_amount(int(paid["amount_cents"]), ctx.lang),
+            "confirmation": say_digits(str(paid["confirmation"])),
+        }),
+        Phrase("payment_done_options"),
+    ]
