@@ -19,15 +19,8 @@ from click.testing import CliRunner, Result
 
 from callcapture.numbers import normalize_on_file
 from ivr.demo import DEMO_CALLER, DEMO_MEMBERS, DEMO_SCRIPT, KeyCard, accounts_csv, demo_command
-from ivr.flows.call_flow import CALL_FLOW
 from ivr.flows.pin_policy import PinPolicy
 
-# CONFIRMATION: the payment flow (menu 1 -> save? -> <Pay> -> confirm -> confirmation
-# number) is being merged. Until the flow has its "confirm" state, the scripted call hears
-# "Payments by phone are not available yet" and the tests that expect a payment are
-# skipped, by name, with this reason.
-PAYMENTS_IN_FLOW = "confirm" in CALL_FLOW.states
-NEEDS_PAYMENTS = pytest.mark.skipif(not PAYMENTS_IN_FLOW, reason="the payment flow has not landed yet")
 CARD_DIGITS = re.compile(r"\d{12,19}")
 
 
@@ -72,8 +65,8 @@ def test_the_scripted_demo_exits_0_and_reads_the_balance(tmp_path: Path) -> None
         assert db.execute("SELECT count(*) FROM calls").fetchone() == (1,)
 
 
-@NEEDS_PAYMENTS
 def test_the_scripted_demo_ends_with_a_confirmation_number(tmp_path: Path) -> None:
+    """CONFIRMATION: the scripted call pays the balance and hears its confirmation number."""
     result = run_demo(tmp_path, "--logs")
 
     assert result.exit_code == 0, result.output
@@ -90,7 +83,6 @@ def test_the_scripted_demo_ends_with_a_confirmation_number(tmp_path: Path) -> No
         assert digits.encode() not in (tmp_path / "demo.db").read_bytes()
 
 
-@NEEDS_PAYMENTS
 def test_an_interactive_caller_types_keys_and_a_hidden_card(tmp_path: Path) -> None:
     typed = ["1", "1", "4739", "1", "2", "4242424242424242", "12/30", "987", "1", ""]
 
