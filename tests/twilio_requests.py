@@ -42,5 +42,14 @@ class RawCall:
             params["Digits"] = digits
         return signed_post(self.app, f"/ivr/step?n={n}", params)
 
+    def pay(self, n: int, token: str, last4: str = "4242", card_type: str = "visa") -> TestResponse:
+        """Twilio's ``<Pay>`` callback after a card was tokenized (masked number only)."""
+        params = {
+            **self.base, "CallStatus": "in-progress", "Result": "success", "PaymentToken": token,
+            "PaymentCardNumber": "x" * 12 + last4, "PaymentCardType": card_type,
+            "ExpirationDate": "1230", "PaymentMethod": "credit-card",
+        }
+        return signed_post(self.app, f"/ivr/step?n={n}", params)
+
     def status(self, call_status: str = "completed") -> TestResponse:
         return signed_post(self.app, "/ivr/status", {**self.base, "CallStatus": call_status})

@@ -1,0 +1,173 @@
+"""Issue 3, point 5: one confirmation, one charge, one ledger row, whatever repeats.
+
+Every case asserts both the processor's record (localstripe's PaymentIntents) and the
+ledger. localstripe ignores idempotency keys, so these prove that our ledger, not the
+processor, prevents double charges.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import stripe
+from flask import Flask
+
+from ivr.services import EXTENSION_KEY
+from payments.card_tokenizer import tokenize_card
+from tests.faulty_gateway import Fault, FaultyGateway
+from tests.ledger_checks import books, processor_charges
+from tests.members import PIN, Member, add_members
+from tests.twilio_requests import RawCall
+
+CALLER = "+12025550143"
+CONFIRM_STEP = 7
+
+
+def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) -> RawCall:
+    """A call standing at the confirm step (step 7) to pay the full balance, new card."""
+    token = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
+    call = RawCall(app, caller)
+    call.start()
+    keyed = caller != CALLER
+    for n, digits in enumerate(["1", "10004821" if keyed else "1", PIN, "1", "2"], start=1):
+        assert call.step(n, digits).status_code == 200
+    response = call.pay(6, token.processor_id)
+    assert b"You are about to pay" in response.data, response.data
+    return call
+
+
+def faulty(app: Flask, *faults: Fault) -> FaultyGateway:
+    services = app.extensions[EXTENSION_KEY]
+    wrapper = FaultyGateway(services.gateway, list(faults))
+    services.gateway = wrapper
+    return wrapper
+
+
+def assert_one_charge(app: Flask, client: stripe.StripeClient) -> None:
+    ledger = books(app)
+    (charge,) = processor_charges(client)
+    (attempt,) = ledger.attempts
+    (payment,) = ledger.payments
+    assert attempt.status == "succeeded"
+    assert payment.processor_id == attempt.processor_id == charge.id
+    assert payment.amount_cents == charge.amount == 12345
+
+
+def test_a_replayed_confirm_charges_once(app: Flask, stripe_client: stripe.StripeClient) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    first = call.step(CONFIRM_STEP, "1")
+    again = call.step(CONFIRM_STEP, "1")
+    assert b"has been received" in first.data
+    assert again.data == first.data  # the replay hears where the call is, nothing more
+    assert_one_charge(app, stripe_client)
+
+
+def test_a_double_key_press_at_the_same_moment_charges_once(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    barrier = threading.Barrier(2)
+    bodies: list[bytes] = []
+
+    def press() -> None:
+        barrier.wait()
+        bodies.append(call.step(CONFIRM_STEP, "1").data)
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(bodies) == 2 and all(b"has been received" in body for body in bodies)
+    assert_one_charge(app, stripe_client)
+
+
+def test_two_calls_paying_one_bill_at_once_charge_it_once(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    calls = [at_confirm(app, stripe_client), at_confirm(app, stripe_client, "+12025550166")]
+    barrier = threading.Barrier(2)
+    bodies: list[bytes] = []
+
+    def confirm(call: RawCall) -> None:
+        barrier.wait()
+        bodies.append(call.step(CONFIRM_STEP, "1").data)
+
+    threads = [threading.Thread(target=confirm, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sum(b"has been received" in body for body in bodies) == 1
+    assert sum(b"Your balance has changed since it was read to you." in body for body in bodies) == 1
+    ledger = books(app)
+    assert sorted(a.status for a in ledger.attempts) == ["failed", "succeeded"]
+    assert len(ledger.payments) == 1 and len(processor_charges(stripe_client)) == 1
+
+
+def test_a_timeout_after_the_charge_went_through_is_resolved_by_lookup(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    gateway = faulty(app, "timeout_after_charge")
+    assert b"has been received" in call.step(CONFIRM_STEP, "1").data
+    assert gateway.charges_sent == 1
+    assert_one_charge(app, stripe_client)
+
+
+def test_a_timeout_before_the_charge_is_recorded_as_unknown_and_not_retried(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    faulty(app, "timeout_before_charge")
+    response = call.step(CONFIRM_STEP, "1")
+    assert b"We were unable to confirm your payment right now. Please do not pay again" in response.data
+    assert b"<Hangup" in response.data
+    ledger = books(app)
+    assert [a.status for a in ledger.attempts] == ["unknown"]
+    assert not ledger.payments and not processor_charges(stripe_client)
+
+
+def test_an_unreachable_processor_charges_nothing_and_says_so(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    faulty(app, "unavailable")
+    response = call.step(CONFIRM_STEP, "1")
+    assert b"We could not process your payment right now. You have not been charged." in response.data
+    assert [a.status for a in books(app).attempts] == ["failed"]
+    assert not processor_charges(stripe_client)
+
+
+def test_a_worker_crash_before_the_charge_leaves_an_attempt_the_retry_completes(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    faulty(app, "crash_before_charge")
+    crashed = call.step(CONFIRM_STEP, "1")
+    assert b"<Hangup" in crashed.data  # an apology, as valid TwiML
+    assert [a.status for a in books(app).attempts] == ["pending"]  # written before the processor
+    retried = call.step(CONFIRM_STEP, "1")
+    assert b"has been received" in retried.data
+    assert_one_charge(app, stripe_client)
+
+
+def test_a_worker_crash_after_the_charge_is_found_not_charged_again(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = at_confirm(app, stripe_client)
+    gateway = faulty(app, "crash_after_charge")
+    call.step(CONFIRM_STEP, "1")
+    assert len(processor_charges(stripe_client)) == 1 and not books(app).payments
+    retried = call.step(CONFIRM_STEP, "1")
+    assert b"has been received" in retried.data
+    assert gateway.charges_sent == 1  # found at the processor, not charged again
+    assert_one_charge(app, stripe_client)
