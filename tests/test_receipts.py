@@ -17,12 +17,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import structlog
 from aiosmtpd.controller import Controller
+from flask import Flask
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import session_factory
 from db.models import Payment
+from ivr import create_app
+from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
+from payments.cli import payments_group
 from payments.receipts import (
     Receipt,
     ReceiptDispatcher,
@@ -452,3 +456,43 @@ def test_send_pending_leaves_old_payments_and_accounts_without_email(
     assert [message["To"] for message in smtp_server.inbox.messages] == [EMAIL]
     assert sent_at(sessions, fresh) == clock.now()
     assert old.payment_id is not None and sent_at(sessions, old.payment_id) is None
+
+
+# --- securepay payments send-receipts ------------------------------------------------------
+
+
+def _cli_app(env: dict[str, str], clock: FakeClock) -> Flask:
+    app = create_app(Settings.from_env(env), cli=True)
+    app.extensions[EXTENSION_KEY].clock = clock
+    return app
+
+
+def test_send_receipts_command_sends_the_pending_ones(
+    test_env: dict[str, str], smtp_server: SmtpServer, clock: FakeClock, engine: Engine
+) -> None:
+    env = {**test_env, "SECUREPAY_SMTP_HOST": "127.0.0.1", "SECUREPAY_SMTP_PORT": str(smtp_server.port)}
+    app = _cli_app(env, clock)
+    sessions = app.extensions[EXTENSION_KEY].sessions
+    try:
+        pay(Ledger(sessions), sessions)
+        first = app.test_cli_runner().invoke(payments_group, ["send-receipts"])
+        again = app.test_cli_runner().invoke(payments_group, ["send-receipts", "--limit", "5"])
+    finally:
+        app.extensions[EXTENSION_KEY].engine.dispose()
+
+    assert (first.exit_code, first.output) == (0, "sent 1, failed 0\n")
+    assert (again.exit_code, again.output) == (0, "sent 0, failed 0\n")
+    assert len(smtp_server.inbox.messages) == 1
+
+
+def test_send_receipts_command_says_when_receipts_are_off(test_env: dict[str, str], clock: FakeClock) -> None:
+    app = _cli_app(test_env, clock)
+    try:
+        result = app.test_cli_runner().invoke(payments_group, ["send-receipts"])
+    finally:
+        app.extensions[EXTENSION_KEY].engine.dispose()
+
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: SECUREPAY_SMTP_HOST is not set: receipts are off\n",
+    )
