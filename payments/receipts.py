@@ -377,6 +377,10 @@ def _pending_ids(session: Session, since: datetime, limit: int) -> list[int]:
 class ReceiptDispatcher:
     """Sends receipts off the caller's thread; retries pending ones on request.
 
+    It is the flow's ``Notifier`` (``payment_taken``). Call ``shutdown(cancel_queued=True)``
+    when the process stops, so that only the sends in progress (one per worker) are
+    waited for; the queued ones stay pending.
+
     ``sender=None`` (no SMTP host configured) turns receipts off: every method returns
     at once and ``receipt_skipped`` is logged once. ``workers`` threads send (1 or 2: a
     receipt is not urgent, and a slow SMTP server must not take more than that);
@@ -440,6 +444,10 @@ class ReceiptDispatcher:
         except Exception:  # the call must go on; the failure is logged, not hidden
             log.exception("receipt_dispatch_failed", payment_id=payment_id)
 
+    def payment_taken(self, payment_id: int) -> None:
+        """Implements ``ivr.flows.context.Notifier``: the flow calls this after commit."""
+        self.dispatch(payment_id)
+
     def send_pending(self, limit: int = 100, *, max_age: timedelta = DEFAULT_MAX_AGE) -> tuple[int, int]:
         """Send, here and now, up to ``limit`` receipts still pending (oldest first) of
         payments taken within ``max_age``; returns ``(sent, failed)``.
@@ -467,10 +475,12 @@ class ReceiptDispatcher:
             pending = list(self._futures)
         wait_for(pending, timeout=timeout)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop taking work; with ``wait``, finish what was dispatched."""
+    def shutdown(self, wait: bool = True, *, cancel_queued: bool = False) -> None:
+        """Stop taking work; with ``wait``, finish what was dispatched. With
+        ``cancel_queued`` (at process exit), receipts not yet started are dropped: they
+        were never claimed, so they stay pending for ``send_pending``."""
         if self._executor is not None:
-            self._executor.shutdown(wait=wait)
+            self._executor.shutdown(wait=wait, cancel_futures=cancel_queued)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import session_factory
 from db.models import Payment
 from ivr import create_app
+from ivr.flows.context import Notifier
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
 from payments.cli import payments_group
@@ -496,3 +497,43 @@ def test_send_receipts_command_says_when_receipts_are_off(test_env: dict[str, st
         1,
         "Error: SECUREPAY_SMTP_HOST is not set: receipts are off\n",
     )
+
+
+def test_the_dispatcher_is_the_flows_notifier(
+    receipts: ReceiptDispatcher, smtp_server: SmtpServer, ledger: Ledger, sessions: sessionmaker[Session]
+) -> None:
+    notifier: Notifier = receipts
+    payment_id = pay(ledger, sessions)
+
+    notifier.payment_taken(payment_id)
+    receipts.wait(timeout=10)
+
+    assert len(smtp_server.inbox.messages) == 1
+
+
+def test_shutdown_at_exit_leaves_queued_receipts_pending(
+    ledger: Ledger, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    class _SlowSender:
+        def send(self, message: EmailMessage) -> None:
+            started.set()
+            gate.wait(timeout=10)
+
+    dispatcher = ReceiptDispatcher(
+        sessions, _SlowSender(), clock, utility_name="Test Valley Electric", timezone=CHICAGO
+    )
+    first = pay(ledger, sessions)
+    second = pay(ledger, sessions, number="1002")
+    dispatcher.dispatch(first)
+    dispatcher.dispatch(second)
+    assert started.wait(timeout=10)  # the first is being sent, the second waits its turn
+
+    closer = threading.Thread(target=lambda: dispatcher.shutdown(cancel_queued=True))
+    closer.start()
+    gate.set()
+    closer.join(timeout=10)
+
+    assert sent_at(sessions, first) == clock.now()  # was in progress: finished
+    assert sent_at(sessions, second) is None  # was queued: still pending
