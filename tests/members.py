@@ -12,10 +12,12 @@ from db.importer import import_accounts
 from ivr.services import Services, current_services
 
 # The secrets typed in tests: chosen so they appear nowhere else in a call (amounts,
-# dates, account and phone numbers), so a scan for them means a leak.
-PIN = "4739"
-SSN = "6187"
-OTHER_SSN = "5306"
+# dates, account and phone numbers) and, with a leading zero, can never be a process id
+# or a port in the trail: a scan that finds one standing alone has found a leak.
+PIN = "0473"
+SSN = "0618"
+OTHER_SSN = "0536"
+NEW_PIN = "0582"
 
 COLUMNS = [
     "account_number", "account_type", "name", "ssn_last4", "phones", "balance",

@@ -12,10 +12,9 @@ from db.models import AuditEvent, PinCredential
 from ivr.services import current_services
 from ivr.softphone import Softphone
 from tests.fakes import FakeClock
-from tests.members import OTHER_SSN, PIN, SSN, Member, add_members
+from tests.members import NEW_PIN, OTHER_SSN, PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"
-NEW_PIN = "5182"
 WRONG = "pin does not match"
 MENU = "To pay the full balance, press 1."
 PIN_PROMPT = "Please enter your 4-digit Personal Identification Number."
@@ -212,7 +211,7 @@ def test_easily_guessed_new_pins_are_refused_with_the_reason(
 
 def test_a_confirmation_that_differs_starts_the_choice_again(app: Flask, phone: Softphone) -> None:
     (account_id,) = add_members(app, Member("10004821", phones=[CALLER], pin=None))
-    call = phone.call(CALLER, ["1", "1", SSN, NEW_PIN, "5183"])
+    call = phone.call(CALLER, ["1", "1", SSN, NEW_PIN, "0583"])
     assert "The two entries did not match." in call.said_text()
     assert call.last_said().startswith(DESIRED)
     assert credential(app, account_id).origin == "none"

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, Protocol
 
+import structlog
+
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import AccountSummary, CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.settings import BusinessHours, Settings
 from payments.gateway import PaymentGateway
+
+log = structlog.get_logger("securepay.trail")
 
 
 class Notifier(Protocol):
@@ -130,7 +134,9 @@ class Ctx:
         return self.account()
 
     def event(self, name: str, *, success: bool = True, **detail: Any) -> None:
-        """Append a trail event for this call (never with a secret in ``detail``)."""
+        """Append a trail event for this call (never with a secret in ``detail``), and
+        log it: the log is for operators, the trail (in the database) for auditors."""
+        log.info(name, success=success, state=self.call.state, **detail)
         self.uow.events.record(
             name,
             call_sid=self.call.call_sid,

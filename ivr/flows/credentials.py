@@ -39,11 +39,11 @@ def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
         caller, now, config.caller_failures_per_hour, timedelta(hours=1)
     ):
         ctx.hasher.dummy_verify()
-        ctx.event(f"{kind}_rejected", success=False, reason="caller_throttled", digits_entered=len(entry))
+        ctx.event(f"{kind}_rejected", success=False, reason="caller_throttled", entry_length=len(entry))
         return Check.THROTTLED
     if account_id is None:
         ctx.hasher.dummy_verify()
-        ctx.event(f"{kind}_rejected", success=False, reason="unknown_account", digits_entered=len(entry))
+        ctx.event(f"{kind}_rejected", success=False, reason="unknown_account", entry_length=len(entry))
         return Check.WRONG
     stored = _stored(ctx, kind, account_id)
     if not creds.reserve_attempt(
@@ -51,7 +51,7 @@ def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
     ):
         ctx.hasher.dummy_verify()
         creds.lock_if_exhausted(account_id, now, config.pin_failures_per_account)
-        ctx.event(f"{kind}_rejected", success=False, reason="locked", digits_entered=len(entry))
+        ctx.event(f"{kind}_rejected", success=False, reason="locked", entry_length=len(entry))
         return Check.LOCKED
     if stored is not None and ctx.hasher.verify(stored, entry):
         creds.release_attempt(account_id)
@@ -60,11 +60,11 @@ def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
         if kind == "pin" and ctx.hasher.needs_rehash(stored):
             creds.replace_hash(account_id, ctx.hasher.hash(entry))
             ctx.event("pin_rehashed")
-        ctx.event(f"{kind}_verified", digits_entered=len(entry))
+        ctx.event(f"{kind}_verified", entry_length=len(entry))
         return Check.OK
     if stored is None:
         ctx.hasher.dummy_verify()
-    ctx.event(f"{kind}_rejected", success=False, reason="mismatch", digits_entered=len(entry))
+    ctx.event(f"{kind}_rejected", success=False, reason="mismatch", entry_length=len(entry))
     if creds.lock_if_exhausted(account_id, now, config.pin_failures_per_account):
         ctx.event("pin_locked", success=False, failures=config.pin_failures_per_account)
         return Check.LOCKED
