@@ -130,7 +130,7 @@ def _account_entered(ctx: Ctx, digits: str) -> Go:
     if not (digits.isdigit() and 4 <= len(digits) <= 20):
         tries = int(ctx.call.data.get("account_tries", 0)) + 1
         ctx.call.data["account_tries"] = tries
-        ctx.event("account_entry_invalid", success=False, tries=tries, digits_entered=len(digits))
+        ctx.event("account_entry_invalid", success=False, tries=tries, entry_length=len(digits))
         if tries >= ctx.config.account_entry_tries:
             return Go("account_not_found", outcome="unidentified")
         return Go("enter_account", notice=Phrase("account_invalid"))
