@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.pinhash import Argon2PinHasher
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
+    from payments.receipts import build_receipt_dispatcher
 
     if settings is None:
         settings = Settings.from_env(os.environ)
@@ -49,19 +50,22 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(app.instance_path) / 'securepay.db'}"
     engine = build_engine(url)
+    sessions = session_factory(engine)
+    clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
     Services(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=sessions,
         hasher=Argon2PinHasher(settings.pepper),
-        clock=SystemClock(),
+        clock=clock,
         catalog=catalog,
         policy=policy,
         flow_engine=FlowEngine(CALL_FLOW, catalog),
         flow_config=FlowConfig.from_settings(settings),
         gateway=_gateway(settings),
+        notifier=build_receipt_dispatcher(settings, sessions, clock),
     ).init_app(app)
 
     app.register_blueprint(webhooks.bp)

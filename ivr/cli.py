@@ -14,8 +14,10 @@ from flask.cli import ScriptInfo
 from db.cli import db_group, import_group
 from ivr import create_app
 from ivr.call_command import call_command
+from ivr.demo import demo_command
 from ivr.settings import SettingsError
 from ivr.staff_cli import pin_group
+from payments.cli import payments_group
 
 
 def _cli_app() -> Flask:
@@ -49,3 +51,5 @@ main.add_command(db_group)
 main.add_command(import_group)
 main.add_command(pin_group)
 main.add_command(call_command)
+main.add_command(payments_group)
+main.add_command(demo_command)

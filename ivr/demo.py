@@ -2,7 +2,7 @@
 
 It starts localstripe (the Stripe API emulator) on 127.0.0.1, makes a fresh SQLite
 database (``demo.db`` in the instance folder, recreated each run), migrates it, imports
-the demo members of ``ivr/demo/accounts.csv`` and sets their PINs, builds the app with
+the demo members of ``ivr/demo_data/accounts.csv`` and sets their PINs, builds the app with
 demo settings, and places one call with the softphone, which plays Twilio: it signs
 every webhook as Twilio would and plays ``<Pay>`` with the Stripe connector's part
 (``ivr.softphone.pay``). The call is printed as it goes, then a summary.
@@ -104,7 +104,7 @@ DEMO_SCRIPT: Final[tuple[Press | KeyCard, ...]] = (
 
 @dataclass(frozen=True)
 class DemoMember:
-    """A member of ``ivr/demo/accounts.csv``, and what the intro tells about them."""
+    """A member of ``ivr/demo_data/accounts.csv``, and what the intro tells about them."""
 
     account_number: str
     phone: str
@@ -136,7 +136,7 @@ def demo_settings(database_url: str, stripe_api_base: str) -> Settings:
 
 def accounts_csv() -> str:
     """The demo accounts file shipped with the package."""
-    return files("ivr").joinpath("demo", "accounts.csv").read_text(encoding="utf-8")
+    return files("ivr").joinpath("demo_data", "accounts.csv").read_text(encoding="utf-8")
 
 
 def load_demo_members(app: Flask) -> int:
