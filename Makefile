@@ -1,3 +1,5 @@
+# The two set-up commands of the README are `make demo` and `make test`; each installs
+# what it needs into .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -5,11 +7,14 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/securepay demo
 
 test: install
 	$(PY) -m pytest
