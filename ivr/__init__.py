@@ -74,9 +74,21 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     return app
 
 
+# Twilio gives a webhook 15 s. A charge may take a try, one retry with the same key and a
+# lookup: 3 x 4 s leaves room for the rest of the step (docs/decisions/0003).
+PROCESSOR_TIMEOUT_SECONDS = 4
+PROCESSOR_RETRIES = 1
+
+
 def _gateway(settings: Settings) -> PaymentGateway | None:
     from payments.stripe_gateway import StripeGateway, build_stripe_client
 
     if settings.stripe_api_key is None:
         return None
-    return StripeGateway(build_stripe_client(settings.stripe_api_key, settings.stripe_api_base))
+    client = build_stripe_client(
+        settings.stripe_api_key,
+        settings.stripe_api_base,
+        max_network_retries=PROCESSOR_RETRIES,
+        timeout=PROCESSOR_TIMEOUT_SECONDS,
+    )
+    return StripeGateway(client)
