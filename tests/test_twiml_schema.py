@@ -1,0 +1,207 @@
+"""Issue 5, point 5: every answer of every test call is TwiML of the verbs and attributes
+we use, checked against ``tests/twiml.xsd`` (Twilio publishes no current schema).
+
+``assert_valid_twiml`` is also used by the hostile-call state machine and the limit
+tests. Here: the schema refuses what we must never emit, and whole calls through every
+state of the call flow answer only schema-valid TwiML.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET  # noqa: S405 - parses our own app's answers, not input
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pytest
+import stripe
+import xmlschema
+from flask import Flask
+from sqlalchemy import select
+
+from db.models import AuditEvent
+from ivr.flows.call_flow import CALL_FLOW
+from ivr.services import EXTENSION_KEY
+from ivr.softphone import FlaskTransport, Softphone
+from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+from ivr.softphone.transports import HttpReply
+from tests.conftest import TEST_ENV
+from tests.faulty_gateway import FaultyGateway
+from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
+from tests.members import NEW_PIN, PIN, SSN, Member, add_members
+
+SCHEMA_PATH = Path(__file__).with_name("twiml.xsd")
+STEP_URL = re.compile(r"/ivr/step\?n=([0-9]+)")
+
+
+@cache
+def twiml_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(SCHEMA_PATH)
+
+
+def assert_valid_twiml(body: str | bytes, content_type: str = "text/xml; charset=utf-8") -> int | None:
+    """Assert ``body`` is TwiML valid against the schema; return the step it asks for next
+    (the Gather's or Pay's action), or None when it asks for nothing (an end)."""
+    assert content_type.split(";")[0].strip() == "text/xml", content_type
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    twiml_schema().validate(text)
+    root = ET.fromstring(text)  # noqa: S314 - our own app's answer
+    gather, redirect, pay = root.find("Gather"), root.find("Redirect"), root.find("Pay")
+    if gather is not None:
+        # No input falls through to the Redirect: it must answer the same step.
+        assert redirect is not None and redirect.text == gather.get("action"), text
+        action = gather.get("action", "")
+    elif pay is not None:
+        action = pay.get("action", "")
+    else:
+        return None
+    found = STEP_URL.fullmatch(action)
+    assert found is not None, action
+    return int(found.group(1))
+
+
+# -- the schema itself -----------------------------------------------------------------
+
+GATHER = (
+    '<Gather action="/ivr/step?n=3" finishOnKey="" input="dtmf" method="POST" numDigits="1" '
+    'timeout="6"><Say language="en-US">For English, press 1.</Say></Gather>'
+    '<Redirect method="POST">/ivr/step?n=3</Redirect>'
+)
+PAY_ATTRIBUTES = (
+    'action="/ivr/step?n=6" input="dtmf" language="en-US" maxAttempts="2" method="POST" '
+    'paymentConnector="Default" postalCode="false" securityCode="true" timeout="10" '
+    'tokenType="payment-method"'
+)
+
+
+def _pay(old: str = "", new: str = "", extra: str = "") -> str:
+    return f"<Pay {PAY_ATTRIBUTES.replace(old, new) if old else PAY_ATTRIBUTES}{extra} />"
+
+
+def _doc(inner: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>'
+
+
+@pytest.mark.parametrize("inner", [
+    "",
+    GATHER,
+    '<Say language="es-US">Gracias.</Say><Hangup />',
+    '<Say language="en-US">Please enter your card.</Say>' + _pay(),
+    '<Say language="en-US">Transferring.</Say><Dial>+12025550100</Dial><Hangup />',
+    GATHER.replace('finishOnKey=""', 'finishOnKey="#"').replace('numDigits="1" ', ""),
+])
+def test_the_schema_accepts_what_we_emit(inner: str) -> None:
+    assert_valid_twiml(_doc(inner))
+
+
+@pytest.mark.parametrize("inner, why", [
+    ('<Play>https://example.test/a.mp3</Play>', "a verb we never use"),
+    ('<Say language="fr-FR">Bonjour.</Say>', "a language we do not speak"),
+    ('<Say language="en-US" voice="alice">Hi.</Say>', "an attribute we never set"),
+    ('<Say language="en-US"> </Say>', "nothing said"),
+    (GATHER.replace('input="dtmf"', 'input="dtmf speech"'), "speech input"),
+    (GATHER.replace('numDigits="1"', 'numDigits="0"'), "zero digits"),
+    (GATHER.replace('finishOnKey=""', 'finishOnKey="*"'), "star as the finish key"),
+    (GATHER.replace('action="/ivr/step?n=3" ', ""), "a Gather without an action loops"),
+    (GATHER.replace('method="POST" numDigits', 'method="GET" numDigits'), "GET puts keys in URLs"),
+    (GATHER.replace('action="/ivr/step?n=3"', 'action="/ivr/step?n=3&amp;pin=0473"'), "a secret in a URL"),
+    (GATHER.replace('/ivr/step?n=3</Redirect>', "https://evil.test/</Redirect>"), "a foreign redirect"),
+    (GATHER.split("<Redirect")[0], "a Gather with nowhere to fall through"),
+    (_pay(extra=' chargeAmount="12.34"'), "a charge amount: <Pay> only tokenizes"),
+    (_pay("payment-method", "reusable"), "another token type"),
+    (_pay('maxAttempts="2"', 'maxAttempts="3"'), "a third card try"),
+    (_pay('postalCode="false"', 'postalCode="true"'), "the postal code asked"),
+    (_pay(extra=' statusCallback="/ivr/pay"'), "an attribute we never set"),
+    ('<Dial>member services</Dial><Hangup />', "not a number"),
+    ('<Hangup /><Say language="en-US">Too late.</Say>', "speech after the hang-up"),
+])
+def test_the_schema_refuses_what_we_must_never_emit(inner: str, why: str) -> None:
+    with pytest.raises((xmlschema.XMLSchemaValidationError, AssertionError)):
+        assert_valid_twiml(_doc(inner))
+
+
+def test_a_non_xml_answer_is_refused() -> None:
+    with pytest.raises(AssertionError):
+        assert_valid_twiml("<html>500</html>", "text/html")
+
+
+# -- whole calls through every state ---------------------------------------------------
+
+
+@dataclass
+class CheckingTransport:
+    """The in-process transport, asserting that every answer is schema-valid TwiML."""
+
+    inner: FlaskTransport
+    answers: list[HttpReply] = field(default_factory=list)
+
+    def post(self, path_and_query: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        return self._checked(self.inner.post(path_and_query, params, headers))
+
+    def get(self, path_and_query: str, headers: dict[str, str]) -> HttpReply:
+        return self._checked(self.inner.get(path_and_query, headers))
+
+    def _checked(self, reply: HttpReply) -> HttpReply:
+        assert reply.status == 200, reply
+        assert_valid_twiml(reply.body, reply.content_type)
+        self.answers.append(reply)
+        return reply
+
+
+CALLER = "+12025550143"
+STRANGER = "+12025550177"
+SHARED = "+12025550188"
+
+# (caller, keys, cards): each script ends where the keys run out (the caller hangs up).
+SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
+    # found by caller ID, full balance, new card not saved, confirmation repeated, goodbye
+    (CALLER, ["1", "1", PIN, "1", "2", "1", "1", ""], (VISA,)),
+    # two accounts on one number, keyed instead, back with *, three wrong PINs
+    (SHARED, ["1", "9", "*", "1", "1111", "1", "2222", "1", "3333"], ()),
+    # an unknown caller keys three malformed account numbers
+    (STRANGER, ["1", "12#", "12#", "12#"], ()),
+    # three timeouts at the found account
+    (CALLER, ["", "", "", ""], ()),
+    # no PIN and no SSN on file, called from elsewhere: referred to member services
+    (STRANGER, ["1", "10009999#", "0"], ()),
+    # (paid in full above) a card that fails Twilio's checks twice: try again is offered
+    (CALLER, ["1", "1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
+    # (last: the PIN changes) Spanish, keyed, wrong PIN, forgot it, SSN, new PIN, another
+    # amount, card saved but declined at the charge, another method (the saved one is
+    # offered), back, transfer
+    (STRANGER, ["2", "10004821#", "1111", "2", SSN, NEW_PIN, NEW_PIN, "2", "25*50#", "1", "1",
+                "1", "*", "0"], (DECLINES_AT_CHARGE,)),
+]
+
+
+def test_whole_calls_through_every_state_answer_only_valid_twiml(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(
+        app,
+        Member("10004821", phones=[CALLER]),
+        Member("10005555", phones=[SHARED]),
+        Member("10006666", phones=[SHARED]),
+        Member("10009999", phones=[SHARED], pin=None, ssn_last4=""),
+    )
+    transport = CheckingTransport(FlaskTransport(app))
+
+    def softphone(*cards: str) -> Softphone:
+        return Softphone(
+            transport, TEST_ENV["TWILIO_AUTH_TOKEN"], TEST_ENV["SECUREPAY_PUBLIC_URL"],
+            TwilioPayEmulator(stripe_client, ScriptedCards(cards)),
+        )
+
+    for caller, keys, cards in SCRIPTS:
+        softphone(*cards).call(caller, keys)
+    # The processor times out before charging: the outcome is unknown, the call ends.
+    services = app.extensions[EXTENSION_KEY]
+    services.gateway = FaultyGateway(services.gateway, ["timeout_before_charge"])
+    softphone(VISA).call(CALLER, ["1", "1", NEW_PIN, "2", "10#", "8", "2", "1"])
+
+    with app.app_context(), services.unit_of_work() as uow:
+        details = uow.session.scalars(select(AuditEvent.detail).where(AuditEvent.event == "state_entered"))
+        reached = {CALL_FLOW.start} | {str(detail["to_state"]) for detail in details}
+    assert reached == set(CALL_FLOW.states), reached ^ set(CALL_FLOW.states)
+
