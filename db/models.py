@@ -146,12 +146,23 @@ class Call(Base):
 
 
 class AuditEvent(Base):
-    """An append-only trail entry: who did what, when, where; never a secret."""
+    """An append-only trail entry: who did what, when, where; never a secret.
+
+    ``seq``, ``prev_hash`` and ``hash`` chain the entries (``db.audit_chain``): they are
+    set when the entry is inserted, at commit, under the chain lock.
+    """
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_call_sid", "call_sid"),)
+    __table_args__ = (
+        Index("ix_audit_events_call_sid", "call_sid"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+        UniqueConstraint("seq", name="uq_audit_events_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event: Mapped[str] = mapped_column(String(40))
     call_sid: Mapped[str | None] = mapped_column(String(64))

@@ -27,10 +27,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, SessionTransaction
 
+from db import audit_chain
 from db.ledger import COUNTED_PAYMENT_STATUSES
 from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Payment, Phone, PinCredential
 from db.types import UTCDateTime
@@ -362,7 +364,13 @@ class SqlCalls:
 
 
 class SqlEvents:
-    """Implements ``ivr.flows.ports.Events``: appends to ``audit_events``."""
+    """Implements ``ivr.flows.ports.Events``: appends to the ``audit_events`` chain.
+
+    ``record`` only buffers the event (with its time); the buffer is chained and inserted
+    when the session commits (``db.audit_chain.append``, under the chain lock), and
+    dropped when it rolls back. ``SqlUnitOfWork.commit`` calls ``write_pending``; a
+    session committed on its own does the same through its ``before_commit`` event.
+    """
 
     def __init__(
         self,
@@ -377,6 +385,9 @@ class SqlEvents:
         self._os_user = os_user
         self._host = host
         self._now = clock
+        self._pending: list[AuditEvent] = []
+        sa_event.listen(session, "before_commit", self._before_commit)
+        sa_event.listen(session, "after_soft_rollback", self._after_rollback)
 
     def record(
         self,
@@ -392,7 +403,7 @@ class SqlEvents:
             json.dumps(detail)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"audit detail of {event!r} is not JSON-serializable: {exc}") from None
-        self._session.add(
+        self._pending.append(
             AuditEvent(
                 occurred_at=self._now(),
                 event=event,
@@ -406,3 +417,25 @@ class SqlEvents:
                 detail=detail,
             )
         )
+
+    @property
+    def pending(self) -> int:
+        """Events recorded and not yet written."""
+        return len(self._pending)
+
+    def write_pending(self) -> None:
+        """Chain and insert the buffered events; commit right after (the lock is held)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            audit_chain.append(self._session, pending)
+
+    def discard_pending(self) -> None:
+        self._pending.clear()
+
+    def _before_commit(self, session: Session) -> None:
+        if not session.in_nested_transaction():  # a savepoint's release is not the commit
+            self.write_pending()
+
+    def _after_rollback(self, _session: Session, previous: SessionTransaction) -> None:
+        if previous.parent is None:  # the transaction, not a savepoint inside it
+            self.discard_pending()

@@ -39,9 +39,18 @@ class SqlUnitOfWork:
         self.methods = SqlStoredMethods(self.session)
 
     def commit(self) -> None:
+        """Chain the trail events recorded so far and commit everything.
+
+        The chain lock (``db.audit_chain``) is taken only now, after the rest of the
+        transaction is flushed, and released by the commit: concurrent requests wait for
+        each other only for the head read and the event inserts.
+        """
+        self.events.write_pending()
         self.session.commit()
 
     def rollback(self) -> None:
+        """Undo the transaction; the trail events recorded in it are dropped too."""
+        self.events.discard_pending()
         self.session.rollback()
 
     def close(self) -> None:

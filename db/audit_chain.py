@@ -1,0 +1,314 @@
+"""The audit trail as a hash chain (SECURITY 18): appended under a lock, verified, anchored.
+
+Each ``AuditEvent`` has a position ``seq`` (1, 2, 3... per deployment), the hash of the
+event before it (``prev_hash``; the first event links to ``GENESIS``) and its own
+``hash``: SHA-256 over the canonical JSON of its content (sorted keys, no spaces,
+datetimes as ISO 8601 in UTC). The content is every column but ``hash`` and ``id``:
+``id`` is the database's surrogate key, given by a sequence at insert (after the hash is
+computed), and says nothing an auditor reads; ``seq`` is the position that is hashed.
+
+Writers buffer their events and chain them at commit (``append``): take the chain lock
+(``pg_advisory_xact_lock`` on PostgreSQL; SQLite transactions already hold the write
+lock from ``BEGIN IMMEDIATE``), read the head, number and hash the events, insert them,
+and the commit releases the lock. Only that tail of a transaction is serialized, never a
+whole webhook. The unique ``seq`` makes a fork impossible even if the lock were skipped.
+
+``verify`` walks the chain by ``seq`` and names the first problem. An administrator who
+can write the table can also recompute every hash after the one changed; anchors (the
+head's ``seq`` and ``hash``, kept where that administrator cannot write) catch that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import AuditEvent
+
+__all__ = [
+    "GENESIS",
+    "HASHED_FIELDS",
+    "LOCK_KEY",
+    "Anchor",
+    "AnchorFileError",
+    "ChainProblem",
+    "Head",
+    "ProblemKind",
+    "Verification",
+    "append",
+    "canonical",
+    "content_of",
+    "event_hash",
+    "make_anchor",
+    "read_anchors",
+    "read_head",
+    "verify",
+]
+
+GENESIS = "0" * 64
+# The key of the PostgreSQL advisory lock that serializes appends ("SEC0A0D17"); any
+# bigint would do, as long as nothing else in the database uses it.
+LOCK_KEY = 0x5EC0A0D17
+HASHED_FIELDS = (
+    "seq",
+    "prev_hash",
+    "occurred_at",
+    "event",
+    "call_sid",
+    "account_id",
+    "actor",
+    "os_user",
+    "host",
+    "process",
+    "success",
+    "detail",
+)
+
+
+def _iso_utc(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime in an audit event")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def content_of(event: AuditEvent) -> dict[str, Any]:
+    """What ``event``'s hash covers."""
+    return {name: getattr(event, name) for name in HASHED_FIELDS}
+
+
+def canonical(content: Mapping[str, Any]) -> bytes:
+    """The one byte string of ``content``: JSON, sorted keys, datetimes in ISO UTC."""
+    values = {
+        name: _iso_utc(value) if isinstance(value, datetime) else value
+        for name, value in content.items()
+    }
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def event_hash(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(content)).hexdigest()
+
+
+# --- appending ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last event of the chain (``seq`` 0 and ``GENESIS`` when there is none)."""
+
+    seq: int
+    hash: str
+
+
+def read_head(session: Session) -> Head:
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    return Head(0, GENESIS) if row is None else Head(row.seq, row.hash)
+
+
+def _lock(session: Session) -> None:
+    """Hold the chain lock until this transaction ends (commit or rollback)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+    # SQLite: the transaction began with BEGIN IMMEDIATE and holds the database's write lock.
+
+
+def append(session: Session, events: Sequence[AuditEvent]) -> Head:
+    """Chain ``events`` after the head and insert them; the caller commits at once.
+
+    Everything else the transaction wrote is flushed first, so the lock is taken only
+    for the head read and these inserts (a row lock waited for here would hold up every
+    writer of the trail).
+    """
+    if not events:
+        return read_head(session)
+    session.flush()
+    _lock(session)
+    head = read_head(session)
+    for event in events:
+        event.seq = head.seq + 1
+        event.prev_hash = head.hash
+        event.hash = event_hash(content_of(event))
+        head = Head(event.seq, event.hash)
+    session.add_all(events)
+    session.flush()
+    return head
+
+
+# --- verifying ------------------------------------------------------------------------
+
+
+class ProblemKind(StrEnum):
+    CHANGED = "changed"  # an event's hash no longer matches its content
+    REMOVED = "removed"  # a seq is missing, or an event links past the one before it
+    INSERTED = "inserted"  # an event sits where none was chained (duplicate or extra)
+    REWRITTEN = "rewritten"  # an anchored hash is no longer the one at its seq
+    TRUNCATED = "truncated"  # an anchored seq is past the end of the chain
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int
+    kind: ProblemKind
+    reason: str
+
+    def __str__(self) -> str:
+        return f"chain broken at seq {self.seq}: {self.kind}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's head at a moment, to be kept where the database's owner cannot write."""
+
+    count: int
+    head_seq: int
+    head_hash: str
+    at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"count": self.count, "head_seq": self.head_seq, "head_hash": self.head_hash,
+             "at": _iso_utc(self.at)},
+            sort_keys=True,
+        )
+
+
+class AnchorFileError(ValueError):
+    """An anchor line that cannot be read: the anchors cannot be checked."""
+
+
+def read_anchors(lines: Iterable[str], source: str = "anchors") -> list[Anchor]:
+    anchors = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            anchor = Anchor(
+                count=int(data["count"]),
+                head_seq=int(data["head_seq"]),
+                head_hash=str(data["head_hash"]),
+                at=datetime.fromisoformat(data["at"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AnchorFileError(f"{source}:{number}: not an anchor line ({exc})") from None
+        if anchor.at.tzinfo is None or anchor.head_seq < 0 or len(anchor.head_hash) != 64:
+            raise AnchorFileError(f"{source}:{number}: not an anchor line")
+        anchors.append(anchor)
+    return anchors
+
+
+def make_anchor(session: Session, now: datetime) -> Anchor:
+    head = read_head(session)
+    count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    return Anchor(count=count, head_seq=head.seq, head_hash=head.hash, at=now)
+
+
+@dataclass(frozen=True)
+class Verification:
+    count: int
+    head: Head
+    anchors_checked: int
+    problem: ChainProblem | None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def _link_problem(seq: int, prev_seq: int, prev_hash: str, before_prev_hash: str | None,
+                  own_hash_ok: bool) -> ChainProblem:
+    if prev_hash == before_prev_hash:
+        return ChainProblem(
+            prev_seq, ProblemKind.INSERTED,
+            f"seq {seq} is chained to seq {prev_seq - 1}, so the event at seq {prev_seq} was inserted",
+        )
+    if own_hash_ok:
+        return ChainProblem(
+            prev_seq, ProblemKind.CHANGED,
+            f"seq {seq} is chained to another hash than seq {prev_seq}'s: seq {prev_seq} was "
+            f"replaced (its hash recomputed), or seq {seq} was forged",
+        )
+    return ChainProblem(
+        seq, ProblemKind.REMOVED,
+        f"seq {seq} neither links to seq {prev_seq} nor matches its content: an event "
+        "before it was removed and the rest renumbered",
+    )
+
+
+def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
+    """Walk the chain by ``seq``, recompute every hash, and stop at the first problem.
+
+    Per event, in this order: its position (a gap is a removal, a repeated or backward
+    seq an insertion), its link to the event before, its own hash, and any anchor at its
+    seq. After the walk, an anchor past the head means the tail was cut off.
+    """
+    anchored: dict[int, list[Anchor]] = {}
+    for anchor in anchors:
+        anchored.setdefault(anchor.head_seq, []).append(anchor)
+    checked = 0
+    count = 0
+    prev = Head(0, GENESIS)
+    before_prev: str | None = None
+    rows = session.scalars(
+        select(AuditEvent).order_by(AuditEvent.seq, AuditEvent.id).execution_options(yield_per=1000)
+    )
+    try:
+        for event in rows:
+            count += 1
+            problem = _problem_at(event, prev, before_prev)
+            if problem is None:
+                for anchor in anchored.pop(event.seq, []):
+                    if anchor.head_hash != event.hash:
+                        problem = ChainProblem(
+                            event.seq, ProblemKind.REWRITTEN,
+                            f"the anchor of {_iso_utc(anchor.at)} has another hash for it",
+                        )
+                        break
+                    checked += 1
+            if problem is not None:
+                return Verification(count, prev, checked, problem)
+            before_prev = prev.hash
+            prev = Head(event.seq, event.hash)
+            session.expunge(event)
+    finally:
+        rows.close()
+    for seq in sorted(anchored):
+        if seq == 0:  # an anchor of the empty chain: nothing to find
+            checked += len(anchored[seq])
+            continue
+        anchor = anchored[seq][0]
+        return Verification(count, prev, checked, ChainProblem(
+            seq, ProblemKind.TRUNCATED,
+            f"anchored at {_iso_utc(anchor.at)} but the chain ends at seq {prev.seq}",
+        ))
+    return Verification(count, prev, checked, None)
+
+
+def _problem_at(event: AuditEvent, prev: Head, before_prev: str | None) -> ChainProblem | None:
+    """What is wrong with ``event`` coming after ``prev``: its position, link, own hash."""
+    if event.seq <= prev.seq:
+        return ChainProblem(
+            event.seq, ProblemKind.INSERTED,
+            f"an event (row id {event.id}) at seq {event.seq}, which already has one",
+        )
+    if event.seq > prev.seq + 1:
+        missing = prev.seq + 1 if event.seq == prev.seq + 2 else f"{prev.seq + 1}-{event.seq - 1}"
+        return ChainProblem(
+            prev.seq + 1, ProblemKind.REMOVED, f"seq {missing} missing (the chain jumps to {event.seq})"
+        )
+    own_hash_ok = event_hash(content_of(event)) == event.hash
+    if event.prev_hash != prev.hash:
+        return _link_problem(event.seq, prev.seq, event.prev_hash, before_prev, own_hash_ok)
+    if not own_hash_ok:
+        return ChainProblem(event.seq, ProblemKind.CHANGED, "its hash no longer matches its content")
+    return None
