@@ -17,7 +17,7 @@ from db.phones import PhoneAlreadyOnFile, SqlPhones, StoredPhone
 from db.repositories import AccountNotFound
 from db.stored_methods import SqlStoredMethods, StoredMethod, TooManyMethods
 from ivr.flows.ports import AccountSummary
-from ivr.portal import auth, errors, wallet
+from ivr.portal import auth, errors, rate_limit, wallet
 from ivr.portal.bodies import string_fields
 from ivr.portal.errors import ApiError
 from ivr.portal.openapi import document
@@ -33,6 +33,7 @@ from payments.gateway import (
 )
 
 bp = Blueprint("portal", __name__, url_prefix="/api/v1")
+bp.before_app_request(rate_limit.limit_portal_requests)  # before the token check: 401 floods too
 bp.before_app_request(auth.require_bearer)
 errors.install(bp)
 
