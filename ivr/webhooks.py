@@ -144,3 +144,6 @@ def status() -> Response:
 def _failed(exc: Exception) -> Response:
     log.exception("webhook_failed", error_type=type(exc).__name__)
     return _xml(twiml.apology(_apology_text()))
+
+
+bp.register_error_handler(413, lambda _exc: _xml(twiml.empty(), 413))  # unreadable body: no apology
