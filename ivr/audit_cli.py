@@ -1,0 +1,220 @@
+"""``securepay audit verify|anchor|export|scan-secrets``, for auditors (SECURITY 17-20).
+
+``verify`` walks the trail's hash chain (``db.audit_chain``) and exits 0 with a one-line
+summary, 1 naming the first changed, removed or inserted event. ``anchor`` prints the
+chain's head as a JSON line, to be kept where the database's administrator cannot write;
+``verify --anchor`` then also proves the anchored events are still there, unchanged.
+``export`` writes the trail as JSON lines for a SIEM. ``scan-secrets`` looks for card
+numbers, security codes and given secrets in the database, logs and exports; the exact
+secrets come from a file, never from the command line (``ps`` shows arguments).
+
+Exit status: 0 fine, 1 a problem found, 2 bad input (a one-line reason on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.audit_chain import AnchorFileError, make_anchor, read_anchors, verify
+from db.models import AuditEvent
+from ivr.secret_scan import scan_database, scan_files
+from ivr.services import current_services
+
+__all__ = ["audit_group"]
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+EXPORT_FIELDS = (
+    "seq", "id", "occurred_at", "occurred_at_local", "event", "success", "call_sid",
+    "account_id", "actor", "os_user", "host", "process", "detail", "prev_hash", "hash",
+)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Auditors: prove the call trail is complete and untampered; export it; scan for secrets."""
+
+
+# --- verify and anchor ----------------------------------------------------------------
+
+
+@audit_group.command("verify")
+@click.option(
+    "--anchor", "anchor_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="A file of anchors (from `audit anchor`): each anchored event must still be in the chain.",
+)
+@with_appcontext
+def verify_command(anchor_files: tuple[Path, ...]) -> None:
+    """Walk the trail's hash chain; name the first changed, removed or inserted event."""
+    anchors = []
+    for path in anchor_files:
+        try:
+            anchors.extend(read_anchors(path.read_text(encoding="utf-8").splitlines(), str(path)))
+        except OSError as exc:
+            _fail(f"cannot read {path}: {exc.strerror}")
+        except AnchorFileError as exc:
+            _fail(str(exc))
+    services = current_services()
+    with services.sessions() as session:
+        report = verify(session, anchors)
+    if report.problem is not None:
+        click.echo(f"{report.problem} ({report.count} events read)", err=True)
+        raise click.exceptions.Exit(1)
+    matched = f", {report.anchors_checked} anchors matched" if anchor_files else ""
+    click.echo(
+        f"{report.count} events, chain intact, head seq {report.head.seq} "
+        f"hash {report.head.hash[:16]}…{matched}"
+    )
+
+
+@audit_group.command("anchor")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path),
+    help="Append the anchor line to this file (default: print it).",
+)
+@with_appcontext
+def anchor_command(out: Path | None) -> None:
+    """Record the chain's head (count, seq, hash, time) as one JSON line.
+
+    Ship the line somewhere the database's administrator cannot write (a WORM bucket, a
+    ticket, an e-mail to the auditor): a rewritten or truncated trail then fails
+    ``securepay audit verify --anchor FILE``.
+    """
+    services = current_services()
+    with services.sessions() as session:
+        line = make_anchor(session, services.clock.now()).to_json()
+    if out is None:
+        click.echo(line)
+        return
+    try:
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}")
+    click.echo(f"anchor appended to {out}: {line}")
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+def _day(option: str, raw: str | None) -> date | None:
+    if raw is None:
+        return None
+    try:
+        if not _DATE.fullmatch(raw):
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        _fail(f"{option} must be a date as YYYY-MM-DD, got {raw!r}")
+
+
+def _start_of(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time.min, zone).astimezone(UTC)
+
+
+def export_line(event: AuditEvent, zone: ZoneInfo) -> dict[str, Any]:
+    """One event as the SIEM gets it: every field, the time in UTC and in the utility's zone."""
+    return {
+        "seq": event.seq,
+        "id": event.id,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
+        "occurred_at_local": event.occurred_at.astimezone(zone).isoformat(),
+        "timezone": zone.key,
+        "event": event.event,
+        "success": event.success,
+        "call_sid": event.call_sid,
+        "account_id": event.account_id,
+        "actor": event.actor,
+        "os_user": event.os_user,
+        "host": event.host,
+        "process": event.process,
+        "detail": event.detail,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def _events(session: Session, start: datetime | None, end: datetime | None) -> Iterator[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if start is not None:
+        query = query.where(AuditEvent.occurred_at >= start)
+    if end is not None:
+        query = query.where(AuditEvent.occurred_at < end)
+    for event in session.scalars(query.execution_options(yield_per=1000)):
+        yield event
+        session.expunge(event)
+
+
+@audit_group.command("export")
+@click.option("--since", metavar="YYYY-MM-DD", help="First day, in the utility's zone (default: the start).")
+@click.option("--until", metavar="YYYY-MM-DD", help="Last day, included (default: now).")
+@with_appcontext
+def export_command(since: str | None, until: str | None) -> None:
+    """Print the trail as JSON lines for a SIEM, in chain order (one event per line)."""
+    services = current_services()
+    zone = services.settings.timezone
+    first, last = _day("--since", since), _day("--until", until)
+    if first is not None and last is not None and last < first:
+        _fail(f"--since ({first}) is after --until ({last})")
+    start = None if first is None else _start_of(first, zone)
+    end = None if last is None else _start_of(last + timedelta(days=1), zone)
+    with services.sessions() as session:
+        for event in _events(session, start, end):
+            click.echo(json.dumps(export_line(event, zone), sort_keys=False, ensure_ascii=False))
+
+
+# --- scan-secrets ---------------------------------------------------------------------
+
+
+def _secrets(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@audit_group.command("scan-secrets")
+@click.option("--log", "logs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A log file to scan (repeatable).")
+@click.option("--export", "exports", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An export (payments, trail) to scan (repeatable).")
+@click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Exact secrets to look for (PINs, SSN digits), one per line; never on the command line.")
+@with_appcontext
+def scan_secrets_command(
+    logs: tuple[Path, ...], exports: tuple[Path, ...], secrets_file: Path | None
+) -> None:
+    """Look for card numbers, security codes and given secrets in the database, logs and exports.
+
+    Each finding names where it is and masks what it found. Exit 1 when anything is found.
+    """
+    secrets = _secrets(secrets_file)
+    services = current_services()
+    findings = scan_database(services.engine, secrets) + scan_files([*logs, *exports], secrets)
+    for finding in findings:
+        click.echo(str(finding))
+    scanned = f"the database, {len(logs)} log(s), {len(exports)} export(s)"
+    looked_for = "card numbers, security codes" + (f" and {len(secrets)} given secret(s)" if secrets else "")
+    if findings:
+        click.echo(f"{len(findings)} finding(s) in {scanned}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"clean: no {looked_for} in {scanned}")
