@@ -386,9 +386,11 @@ def _attempt_line(attempt: AttemptLine) -> str:
 @click.argument("call_sid")
 @with_appcontext
 def show_command(call_sid: str) -> None:
-    """One call's timeline from its trail: each event with the utility's time and the
-    offset from the start, the state it happened in, keys as labels, the time spent in
-    each state, and the payment attempts with their processor ids."""
+    """Show one call's timeline, from its audit trail.
+
+    Each event with the utility's time and the offset from the start, the state it
+    happened in, keys as labels (never PIN or SSN digits), the time spent in each
+    state, and the payment attempts with their processor ids."""
     services = current_services()
     zone = services.settings.timezone
     sid = call_sid.strip()
@@ -496,9 +498,11 @@ def _report(stats: CallStats, window: DayWindow) -> list[str]:
               help="Also draw the funnel and calls per hour into this PNG.")
 @with_appcontext
 def stats_command(since: str | None, until: str | None, plot: Path | None) -> None:
-    """Figures for the calls started in the window: outcomes, containment (paid
-    without a transfer, as a share of calls), where callers gave up, average time to
-    pay, PIN failures and lockouts, the funnel, and calls per hour."""
+    """Figures for the calls started in the window.
+
+    Outcomes, containment (paid without a transfer, as a share of calls), where
+    callers gave up, average time to pay, PIN failures and lockouts, the funnel, and
+    calls per hour; --plot draws the funnel and calls per hour."""
     services = current_services()
     window = _window(services, since, until)
     if plot is not None and plot.suffix.lower() != ".png":
