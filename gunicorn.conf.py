@@ -1,0 +1,118 @@
+"""gunicorn settings for SecurePay: ``gunicorn -c gunicorn.conf.py "ivr:create_app()"``.
+
+gunicorn reads ``gunicorn.conf.py`` from the working directory by itself; ``-c`` makes it
+explicit. Every choice is explained in docs/production.md; in short:
+
+- ``SECUREPAY_BIND`` (default ``127.0.0.1:8000``, comma-separated for several): the app
+  listens on loopback behind a TLS proxy (deploy/nginx.conf), never on a public address.
+- ``WEB_CONCURRENCY`` workers (default 2 x cores + 1), ``SECUREPAY_THREADS`` threads each
+  (default 4, ``gthread``): a webhook mostly waits on PostgreSQL or the processor, and a
+  slow processor must not take every worker while other callers wait in silence.
+- ``timeout = 12``: below Twilio's 15 s, so a worker that stops answering is killed and
+  replaced before Twilio gives up on the call. With threads this is a heartbeat of the
+  worker process, not a limit on one request: requests are bounded by the processor
+  client (4 s x 2 tries, plus a lookup) and the database.
+- ``graceful_timeout = 15``: on SIGTERM (a deploy), a confirm step in progress may finish
+  its charge and write its outcome; Twilio has hung up on anything older.
+- ``max_requests`` with jitter: workers are replaced now and then, not all at once.
+- Logs: gunicorn's error and access logs go through the app's structlog redaction
+  (``ivr.logs.configure_logging``); the access log shows no query string, no header and
+  no digit run of a path (the portal API has account numbers in its paths).
+- ``worker_exit`` stops the receipt dispatcher: receipts being sent finish, queued ones
+  stay pending for ``securepay payments send-receipts``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from typing import Any
+
+import structlog
+from gunicorn import glogging  # type: ignore[import-untyped]
+
+from ivr.logs import configure_logging
+
+
+def _whole(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+bind = [part.strip() for part in os.environ.get("SECUREPAY_BIND", "127.0.0.1:8000").split(",")]
+bind = [part for part in bind if part]
+workers = _whole("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1)
+worker_class = "gthread"
+threads = _whole("SECUREPAY_THREADS", 4)
+timeout = 12
+graceful_timeout = 15
+keepalive = 5  # behind a proxy that reuses its upstream connections
+max_requests = 1000
+max_requests_jitter = 100
+# Not preloaded: each worker builds its own app after the fork, so no database
+# connection, thread pool or Stripe client is ever shared between processes.
+preload_app = False
+# Requests too big for a webhook die in gunicorn before they reach the app.
+limit_request_line = 4094
+limit_request_fields = 60
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# gunicorn 25.1+ opens a control socket in $HOME by default: two servers on one host
+# would share its path. Signals (TERM, HUP, TTIN/TTOU) do the same work.
+control_socket_disable = True
+loglevel = os.environ.get("SECUREPAY_GUNICORN_LOGLEVEL", "info")
+
+# Digit runs in a path, except an API version (``/v1/``): account numbers, ids.
+_PATH_DIGITS = re.compile(r"(?<!/v)\d+")
+# The atoms an access log line may use; everything else (headers, environ) reads "-".
+_SAFE_ATOMS = ("h", "l", "t", "s", "m", "H", "b", "B", "T", "D", "M", "L", "p")
+
+
+def mask_path(path: str) -> str:
+    """``/api/v1/accounts/10004821/phones/3`` -> ``/api/v1/accounts/#/phones/#``."""
+    return _PATH_DIGITS.sub("#", path)
+
+
+class SecurePayLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, writing through the app's redacting structlog handler."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(os.environ.get("SECUREPAY_LOG_FORMAT", "").strip() or "console")
+        for log in (self.error_log, self.access_log):
+            for handler in [h for h in log.handlers if getattr(h, "_gunicorn", False)]:
+                log.removeHandler(handler)
+            log.propagate = True  # to the root logger's one redacting handler
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        everything = super().atoms(resp, req, environ, request_time)
+        atoms = {name: everything[name] for name in _SAFE_ATOMS if name in everything}
+        path = mask_path(str(environ.get("PATH_INFO", "")))
+        atoms["U"] = path
+        atoms["q"] = ""  # query strings are never logged
+        atoms["r"] = f"{environ.get('REQUEST_METHOD', '-')} {path} {environ.get('SERVER_PROTOCOL', '-')}"
+        atoms["u"] = "-"  # no user name from an Authorization header
+        atoms["f"] = "-"
+        atoms["a"] = "-"
+        return atoms
+
+
+logger_class = SecurePayLogger
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop the worker's receipt dispatcher and close its database connections."""
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("securepay")
+    if services is None:
+        return
+    shutdown = getattr(services.notifier, "shutdown", None)
+    if callable(shutdown):
+        shutdown(cancel_queued=True)
+    services.engine.dispose()
+    structlog.get_logger("securepay.gunicorn").info("worker_stopped", worker_pid=worker.pid)
