@@ -75,7 +75,8 @@ def verify_command(anchor_files: tuple[Path, ...]) -> None:
     if report.problem is not None:
         click.echo(f"{report.problem} ({report.count} events read)", err=True)
         raise click.exceptions.Exit(1)
-    matched = f", {report.anchors_checked} anchors matched" if anchor_files else ""
+    checked = report.anchors_checked
+    matched = f", {checked} anchor{'' if checked == 1 else 's'} matched" if anchor_files else ""
     click.echo(
         f"{report.count} events, chain intact, head seq {report.head.seq} "
         f"hash {report.head.hash[:16]}…{matched}"
