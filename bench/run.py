@@ -1,0 +1,491 @@
+"""``make bench``: SecurePay under load on this machine, and its figures against the targets.
+
+Starts localstripe and the service under gunicorn on 127.0.0.1 with a dedicated
+PostgreSQL database, bulk-loads N accounts, drives C concurrent simulated calls through
+the whole flow over HTTP (Call Capture, PIN, balance, the full balance with a stored
+card, confirmation), then the same load against a constant-TwiML floor app, then times
+the Call Capture lookup at N and 1,000,000 accounts and the PIN hash. Prints the
+figures and the targets of issue 5, and writes them to ``bench-results.json``.
+
+Exit status: 0 when every call completed with no error and the processor's charges
+match the ledger; 1 otherwise (or, with ``--strict``, when a target is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from bench import driver, loader, lookup, procstat, report
+from bench.services import REPO, Gunicorn, StripeEmulator, clean_env, free_port
+from db import migrate
+from payments.stripe_gateway import build_stripe_client
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
+DEFAULT_1M_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_1m"
+BENCH_PEPPER = "securepay-bench-pepper-not-a-secret"
+BENCH_TWILIO_TOKEN = "securepay-bench-twilio-token"  # noqa: S105 - a benchmark value, printed
+DEFAULT_GUNICORN_CONFIG = REPO / "gunicorn.conf.py"
+
+
+class Overtime(Exception):
+    """The benchmark ran past ``--max-seconds``."""
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    cores = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--accounts", type=int, default=100_000, help="accounts loaded (default 100,000)")
+    parser.add_argument("--calls", type=int, default=1_000, help="calls placed in all (default 1,000)")
+    parser.add_argument("--concurrency", type=int, default=50, help="calls in progress at once (default 50)")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=1.0,
+        help="seconds a caller listens before each key press, +-50 %% (default 1.0; 0: saturate)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2 * cores + 1,
+        help=f"gunicorn workers (default 2 x cores + 1 = {2 * cores + 1})",
+    )
+    parser.add_argument(
+        "--gunicorn-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra gunicorn argument, repeatable (e.g. --gunicorn-arg=--threads=4)",
+    )
+    parser.add_argument(
+        "--floor-calls", type=int, default=None, help="calls against the floor app (default: 500)"
+    )
+    parser.add_argument(
+        "--lookup-accounts",
+        type=int,
+        default=1_000_000,
+        help="accounts for the large Call Capture lookup (default 1,000,000; 0: skip)",
+    )
+    parser.add_argument(
+        "--gunicorn-config",
+        type=Path,
+        default=None,
+        help="gunicorn config file (default: the repository's gunicorn.conf.py when there is one)",
+    )
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--database-url", default=DEFAULT_URL, help=f"dropped and recreated (default {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--lookup-database-url",
+        default=DEFAULT_1M_URL,
+        help=f"for the large lookup; dropped afterwards (default {DEFAULT_1M_URL})",
+    )
+    parser.add_argument(
+        "--call-seconds", type=float, default=300, help="time limit of the calls phase (default 300)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=570, help="time limit of the whole run (default 570)"
+    )
+    parser.add_argument("--results", type=Path, default=Path("bench-results.json"), help="JSON results file")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.calls < 1 or args.concurrency < 1 or args.accounts < args.calls:
+        parser.error("need 1 <= calls <= accounts and concurrency >= 1 (each call pays one account in full)")
+    return args
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _service_env(url: str, port: int, stripe_base: str, log_format: str = "json") -> dict[str, str]:
+    return clean_env(
+        {
+            "SECUREPAY_DATABASE_URL": url,
+            "TWILIO_AUTH_TOKEN": BENCH_TWILIO_TOKEN,
+            "SECUREPAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "SECUREPAY_PEPPER": BENCH_PEPPER,
+            "STRIPE_API_KEY": loader.BENCH_STRIPE_KEY,
+            "STRIPE_API_BASE": stripe_base,
+            "SECUREPAY_LOG_FORMAT": log_format,
+        }
+    )
+
+
+def _call_members(args: argparse.Namespace) -> list[loader.Member]:
+    rng = random.Random(20261101)  # noqa: S311 - which accounts call, not a secret
+    return [loader.member(index) for index in sorted(rng.sample(range(1, args.accounts + 1), args.calls))]
+
+
+def _money(url: str, stripe_base: str, results: list[driver.CallResult]) -> dict[str, Any]:
+    client = build_stripe_client(loader.BENCH_STRIPE_KEY, stripe_base, timeout=60)
+    succeeded = sum(
+        1
+        for intent in client.v1.payment_intents.list({"limit": 100}).auto_paging_iter()
+        if intent.status == "succeeded"
+    )
+    with psycopg.connect(loader.libpq_conninfo(url)) as conn:
+        payments, cents = conn.execute(
+            "SELECT count(*), coalesce(sum(amount_cents), 0) FROM payments"
+        ).fetchone() or (0, 0)
+        attempts: dict[str, int] = dict(
+            conn.execute("SELECT status, count(*) FROM payment_attempts GROUP BY status").fetchall()
+        )
+        calls: dict[str, int] = dict(
+            conn.execute("SELECT coalesce(outcome, status), count(*) FROM calls GROUP BY 1").fetchall()
+        )
+    paid = [r for r in results if r.error is None and not r.cut_by_deadline]
+    expected = sum(r.amount_cents for r in paid)
+    return {
+        "processor_succeeded": succeeded,
+        "ledger_payments": payments,
+        "ledger_cents": int(cents),
+        "expected_payments": len(paid),
+        "expected_cents": expected,
+        "attempts_by_status": attempts,
+        "calls_by_outcome": calls,
+        "match": succeeded == payments == len(paid) and int(cents) == expected,
+    }
+
+
+def _log_summary(path: Path) -> dict[str, Any]:
+    lines = errors = 0
+    events: dict[str, int] = {}
+    with path.open(encoding="utf-8", errors="replace") as log:
+        for line in log:
+            lines += 1
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("level") in ("error", "critical", "exception"):
+                errors += 1
+                events[str(record.get("event"))] = events.get(str(record.get("event")), 0) + 1
+    return {"path": str(path), "lines": lines, "errors": errors, "error_events": events}
+
+
+@dataclass
+class Phase:
+    """One load phase: the calls' results and what the machine spent on them."""
+
+    results: list[driver.CallResult]
+    wall_seconds: float
+    workers_cpu_seconds: float
+    postgres_cpu_seconds: float
+    machine_busy_fraction: float
+    memory: procstat.MemoryPoller
+
+
+def _load_phase(
+    args: argparse.Namespace,
+    target: driver.Target,
+    plans: list[driver.CallPlan],
+    deadline: float,
+    master: int,
+) -> Phase:
+    poller = procstat.MemoryPoller(master).start()
+    workers_before = procstat.workers_cpu_seconds(master)
+    machine_before = procstat.machine_cpu()
+    database = loader.database_name(args.database_url)
+    postgres_before = procstat.backend_cpu_seconds(database)
+    try:
+        results, wall = driver.run_calls(
+            target, plans, concurrency=args.concurrency, think=args.think, deadline=deadline, procs=args.procs
+        )
+    finally:
+        poller.stop()
+    busy, total = (
+        after - before for after, before in zip(procstat.machine_cpu(), machine_before, strict=True)
+    )
+    return Phase(
+        results=results,
+        wall_seconds=wall,
+        workers_cpu_seconds=procstat.workers_cpu_seconds(master) - workers_before,
+        postgres_cpu_seconds=procstat.backend_cpu_delta(
+            postgres_before, procstat.backend_cpu_seconds(database)
+        ),
+        machine_busy_fraction=busy / total if total else 0.0,
+        memory=poller,
+    )
+
+
+def _gunicorn_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The product's ``gunicorn.conf.py`` when there is one (production settings), then
+    ``--gunicorn-arg``s; the command line's ``--bind`` and ``--workers`` win over both."""
+    config: list[str] = []
+    if args.gunicorn_config is not None:
+        config = [f"--config={args.gunicorn_config}"]
+    elif DEFAULT_GUNICORN_CONFIG.exists():
+        config = [f"--config={DEFAULT_GUNICORN_CONFIG}"]
+    return (*config, *args.gunicorn_arg)
+
+
+def _worker_class(log: Path) -> str:
+    """What gunicorn says it uses ("Using worker: gthread")."""
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if "Using worker: " in line:
+                return line.split("Using worker: ", 1)[1].split('"')[0].strip()
+    return "unknown"
+
+
+def _phase_figures(phase: Phase, planned: int) -> dict[str, Any]:
+    results = phase.results
+    ok = [r for r in results if r.error is None and not r.cut_by_deadline]
+    errors = [r for r in results if r.error is not None and not r.cut_by_deadline]
+    requests = sum(len(r.requests) for r in results)
+    wall = phase.wall_seconds
+    return {
+        "calls_planned": planned,
+        "calls_completed": len(ok),
+        "errors": len(errors),
+        "cut_by_deadline": sum(1 for r in results if r.cut_by_deadline),
+        "not_started": planned - len(results),
+        "first_errors": [r.error for r in errors[:5]],
+        "wall_seconds": round(wall, 2),
+        "calls_per_minute": round(len(ok) / wall * 60, 1) if wall else 0.0,
+        "requests_per_second": round(requests / wall, 1) if wall else 0.0,
+        "latency_by_kind": report.by_key(results, "kind"),
+        "latency_by_state": report.by_key(results, "state"),
+        "all_requests": report.latency(report.all_latencies(results)),
+    }
+
+
+def _memory_figures(poller: procstat.MemoryPoller) -> dict[str, Any]:
+    workers = [
+        {
+            "pid": pid,
+            "peak_rss_mb": round(m.peak_rss_kib * 1024 / report.MB, 1),
+            "last_rss_mb": round(m.last_rss_kib * 1024 / report.MB, 1),
+            "last_pss_mb": round(m.last_pss_kib * 1024 / report.MB, 1),
+        }
+        for pid, m in sorted(poller.workers.items())
+    ]
+    return {"workers": workers, "peak_rss_mb_max": max((w["peak_rss_mb"] for w in workers), default=0.0)}
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="securepay-bench-"))
+    gunicorn_args = _gunicorn_args(args)
+    busy_before, total_before = procstat.machine_cpu()
+    time.sleep(1)
+    busy_after, total_after = procstat.machine_cpu()
+    background = (busy_after - busy_before) / max(1e-9, total_after - total_before)
+    figures: dict[str, Any] = {
+        "config": {
+            "cores": os.cpu_count(),
+            "accounts": args.accounts,
+            "calls": args.calls,
+            "concurrency": args.concurrency,
+            "think_seconds": args.think,
+            "workers": args.workers,
+            "gunicorn_args": list(gunicorn_args),
+            "generator_processes": args.procs,
+            "database_url": args.database_url,
+            "load_average_at_start": os.getloadavg(),
+            "machine_busy_before_start": round(background, 3),
+        },
+    }
+    _log(f"work folder (logs): {workdir}")
+    if background > 0.25:
+        _log(
+            f"WARNING: the machine is already {background:.0%} busy before the benchmark starts "
+            f"(load average {os.getloadavg()[0]:.1f}): the figures will be worse than on an idle machine"
+        )
+    members = _call_members(args)
+    pepper = BENCH_PEPPER.encode()
+    with (workdir / "bench.log").open("w") as bench_log, StripeEmulator(bench_log) as stripe:
+        _log(f"localstripe on {stripe.base_url} (pid {stripe.pid})")
+        loader.recreate_database(args.database_url)
+        migrate.upgrade(args.database_url)
+        loaded = loader.load_accounts(args.database_url, args.accounts, pepper)
+        _log(f"loaded {loaded.accounts:,} accounts in {loaded.seconds:.1f} s")
+        cards_seconds = loader.attach_stored_cards(args.database_url, stripe.base_url, members)
+        _log(f"stored cards for {len(members):,} calling accounts in {cards_seconds:.1f} s")
+        figures["setup"] = {
+            "accounts": loaded.accounts,
+            "load_seconds": round(loaded.seconds, 2),
+            "hash_seconds": round(loaded.hash_seconds, 2),
+            "copy_seconds": round(loaded.copy_seconds, 2),
+            "analyze_seconds": round(loaded.analyze_seconds, 2),
+            "stored_cards": len(members),
+            "stored_cards_seconds": round(cards_seconds, 2),
+        }
+        plans = [driver.securepay_plan(m, other_amount=n % 2 == 1) for n, m in enumerate(members)]
+        service_log = workdir / "service.log"
+        with service_log.open("w") as log:
+            port = free_port()
+            with Gunicorn(
+                "ivr:create_app()",
+                workers=args.workers,
+                log=log,
+                port=port,
+                extra_args=gunicorn_args,
+                env=_service_env(args.database_url, port, stripe.base_url),
+            ) as gunicorn:
+                _log(
+                    f"SecurePay under gunicorn at {gunicorn.base_url} (master pid {gunicorn.pid}); "
+                    f"{len(plans)} calls, {args.concurrency} at once"
+                )
+                stripe_cpu = procstat.cpu_seconds(stripe.pid)
+                phase = _load_phase(
+                    args,
+                    driver.Target(gunicorn.base_url, BENCH_TWILIO_TOKEN),
+                    plans,
+                    time.time() + args.call_seconds,
+                    gunicorn.pid,
+                )
+                stripe_cpu = procstat.cpu_seconds(stripe.pid) - stripe_cpu
+        figures["config"]["worker_class"] = _worker_class(service_log)
+        figures["load"] = _phase_figures(phase, len(plans))
+        calls = max(1, len(phase.results))
+        figures["cpu"] = {
+            "workers_seconds": round(phase.workers_cpu_seconds, 2),
+            "seconds_per_call": phase.workers_cpu_seconds / calls,
+            "localstripe_seconds_per_call": stripe_cpu / calls,
+            "postgres_seconds_per_call": phase.postgres_cpu_seconds / calls,
+            "machine_busy_fraction": round(phase.machine_busy_fraction, 3),
+        }
+        figures["memory"] = _memory_figures(phase.memory)
+        figures["money"] = _money(args.database_url, stripe.base_url, phase.results)
+        figures["service_log"] = _log_summary(service_log)
+        _log(
+            f"calls done: {figures['load']['calls_completed']} ok, {figures['load']['errors']} errors "
+            f"in {phase.wall_seconds:.1f} s"
+        )
+
+    figures["floor"] = _floor(args, workdir, gunicorn_args)
+    _ratios(figures["load"], figures["floor"])
+    figures["lookup"] = _lookups(args, pepper)
+    pin = lookup.time_pin_hash(pepper)
+    figures["pin_hash"] = {
+        "rounds": pin.hash.count,
+        "hash_mean_ms": round(pin.hash.mean_ms, 2),
+        "verify_mean_ms": round(pin.verify.mean_ms, 2),
+        "verify_p99_ms": round(pin.verify.p99_ms, 2),
+    }
+    figures["total_seconds"] = round(time.monotonic() - started, 1)
+    checks = report.targets(figures)
+    figures["targets"] = [{"target": c.target, "measured": c.measured, "pass": c.passed} for c in checks]
+    print(report.render(figures, checks), flush=True)
+    args.results.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    _log(f"results written to {args.results}; logs in {workdir}")
+    correct = (
+        figures["load"]["errors"] == 0
+        and figures["load"]["calls_completed"] == args.calls
+        and figures["money"]["match"]
+    )
+    return 0 if correct and (not args.strict or all(c.passed for c in checks)) else 1
+
+
+def _floor(args: argparse.Namespace, workdir: Path, gunicorn_args: tuple[str, ...]) -> dict[str, Any]:
+    calls = args.floor_calls if args.floor_calls is not None else min(args.calls, 500)
+    # As many gathers answered as a SecurePay call: 7 (menu key 1) or 8 (the amount typed).
+    plans = [driver.floor_plan(f"+1202{3000000 + n:07d}", 7 + n % 2) for n in range(calls)]
+    with (
+        (workdir / "floor.log").open("w") as log,
+        Gunicorn(
+            "bench.floor_app:create_app()",
+            workers=args.workers,
+            log=log,
+            extra_args=gunicorn_args,
+            env=clean_env({}),
+            ready_path="/",
+            ready_status=None,
+        ) as floor,
+    ):
+        _log(f"floor app under gunicorn at {floor.base_url}: {calls} calls, {args.concurrency} at once")
+        phase = _load_phase(
+            args,
+            driver.Target(floor.base_url, BENCH_TWILIO_TOKEN),
+            plans,
+            time.time() + args.call_seconds,
+            floor.pid,
+        )
+    figures = _phase_figures(phase, len(plans))
+    summary = figures["all_requests"]
+    return {
+        "calls": len(plans),
+        "completed": figures["calls_completed"],
+        "errors": figures["errors"],
+        "wall_seconds": figures["wall_seconds"],
+        "workers_cpu_seconds_per_call": phase.workers_cpu_seconds / max(1, len(phase.results)),
+        "machine_busy_fraction": round(phase.machine_busy_fraction, 3),
+        "median_ms": summary.get("p50_ms"),
+        "p99_ms": summary.get("p99_ms"),
+        "latency": summary,
+    }
+
+
+def _ratios(load: dict[str, Any], floor: dict[str, Any]) -> None:
+    """Our median per webhook over the floor's, overall and per kind (into ``floor``)."""
+    base = floor.get("median_ms")
+    if not base:
+        return
+    floor["median_ratio"] = round(load["all_requests"]["p50_ms"] / base, 2)
+    floor["ratio_by_kind"] = {
+        kind: round(row["p50_ms"] / base, 2)
+        for kind, row in load["latency_by_kind"].items()
+        if row.get("count")
+    }
+
+
+def _lookups(args: argparse.Namespace, pepper: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    small = lookup.time_lookups(args.database_url, args.accounts)
+    found["at_100k"] = {"accounts": small.accounts, **small.timing.__dict__, "plan": small.plan}
+    _log(f"Call Capture lookup at {args.accounts:,} accounts: mean {small.timing.mean_ms:.3f} ms")
+    if args.lookup_accounts > 0:
+        url = args.lookup_database_url
+        loader.recreate_database(url)
+        try:
+            migrate.upgrade(url)
+            loaded = loader.load_accounts(url, args.lookup_accounts, pepper, with_pins=False)
+            found["load_1m_seconds"] = round(loaded.seconds, 1)
+            big = lookup.time_lookups(url, args.lookup_accounts)
+            found["at_1m"] = {"accounts": big.accounts, **big.timing.__dict__, "plan": big.plan}
+            _log(
+                f"Call Capture lookup at {args.lookup_accounts:,} accounts: mean {big.timing.mean_ms:.3f} ms"
+            )
+        finally:
+            loader.drop_database(url)
+    return found
+
+
+def _overtime(_signum: int, _frame: FrameType | None) -> None:
+    raise Overtime("the benchmark ran past --max-seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    signal.signal(signal.SIGALRM, _overtime)
+    signal.alarm(int(args.max_seconds))
+    try:
+        return run(args)
+    except Overtime as exc:
+        print(f"bench: {exc}; every process it started was stopped", file=sys.stderr)
+        return 2
+    finally:
+        signal.alarm(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
