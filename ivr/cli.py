@@ -13,7 +13,9 @@ from flask.cli import ScriptInfo
 
 from db.cli import db_group, import_group
 from ivr import create_app
+from ivr.audit_cli import audit_group
 from ivr.call_command import call_command
+from ivr.calls_cli import calls_group
 from ivr.demo import demo_command
 from ivr.settings import SettingsError
 from ivr.staff_cli import pin_group
@@ -47,9 +49,11 @@ def serve(host: str, port: int) -> None:
     app.run(host=host, port=port)
 
 
+main.add_command(audit_group)
 main.add_command(db_group)
 main.add_command(import_group)
 main.add_command(pin_group)
 main.add_command(call_command)
+main.add_command(calls_group)
 main.add_command(payments_group)
 main.add_command(demo_command)
