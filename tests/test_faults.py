@@ -17,6 +17,7 @@ Every wait is bounded; nothing leaves 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -105,7 +106,7 @@ class StripeProxy:
     hold_seconds: float = CLIENT_TIMEOUT + 0.5
     charge_keys: list[str] = field(default_factory=list)  # idempotency key of each charge POST
     replayed: int = 0
-    held: int = 0
+    holding: dict[int, str] = field(default_factory=dict)  # held now: client port -> path
     _answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _server: ThreadingHTTPServer | None = None
@@ -142,9 +143,11 @@ class StripeProxy:
             self._server.server_close()  # waits for the request threads (held ones too)
             self._server = None
 
-    def wait_held(self, count: int, timeout: float) -> bool:
+    def wait_holding(self, count: int, timeout: float) -> list[int]:
+        """Wait until ``count`` requests are held at once; the client ports of those held."""
         with self._lock:
-            return self._lock.wait_for(lambda: self.held >= count, timeout=timeout)
+            self._lock.wait_for(lambda: len(self.holding) >= count, timeout=timeout)
+            return list(self.holding)
 
     # -- one request -------------------------------------------------------------------
 
@@ -161,21 +164,21 @@ class StripeProxy:
         with self._lock:
             if is_charge:
                 self.charge_keys.append(key or "")
-                if self.faults:
-                    fault = self.faults.pop(0)
-                elif self.hold_every_charge:
-                    fault = "hold_after"
             earlier = self._answers.get(key) if key else None
             if earlier is not None:
                 self.replayed += 1
-        if earlier is not None and fault == "forward":  # Stripe replays a key's first answer
+            elif is_charge and self.faults:
+                fault = self.faults.pop(0)
+            elif is_charge and self.hold_every_charge:
+                fault = "hold_after"
+        if earlier is not None:  # Stripe answers a key it has seen with its first answer
             self._answer(request, *earlier)
             return
         if fault == "500_before":
             self._answer(request, 500, _stripe_error())
             return
         if fault == "drop_before":
-            self._hold()
+            self._hold(request)
             request.close_connection = True
             return
         status, answer = self._forward(request, body)
@@ -186,14 +189,17 @@ class StripeProxy:
             self._answer(request, 500, _stripe_error())
             return
         if fault == "hold_after":
-            self._hold()
+            self._hold(request)
         self._answer(request, status, answer)
 
-    def _hold(self) -> None:
+    def _hold(self, request: BaseHTTPRequestHandler) -> None:
+        port = int(request.client_address[1])
         with self._lock:
-            self.held += 1
+            self.holding[port] = request.path
             self._lock.notify_all()
         time.sleep(self.hold_seconds)
+        with self._lock:
+            self.holding.pop(port, None)
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:
         upstream = urllib.parse.urlsplit(self.upstream)
@@ -444,7 +450,7 @@ class TcpProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            with _quietly():
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
         threads, self._threads = self._threads, []
@@ -474,19 +480,11 @@ class TcpProxy:
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket) -> None:
-        with _quietly():
+        with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 target.sendall(data)
-        with _quietly():
+        with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
-
-
-class _quietly:  # noqa: N801 - used like contextlib.suppress(OSError)
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
-        return exc_type is not None and issubclass(exc_type, OSError)
 
 
 @postgres_only
@@ -621,6 +619,21 @@ def _to_confirm(server: GunicornServer, client: stripe.StripeClient, caller: str
     return HttpCall(server, transcript.call_sid, caller, path)
 
 
+def _process_with_connection_from(port: int, pids: list[int]) -> int:
+    """Which of ``pids`` owns the TCP connection whose local port is ``port`` (Linux /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no worker of {pids} has a connection from port {port}")
+
+
 @postgres_only
 def test_a_worker_killed_during_confirms_under_load_loses_no_payment_and_doubles_none(
     app: Flask, test_env: dict[str, str], stripe_client: stripe.StripeClient,
@@ -633,14 +646,15 @@ def test_a_worker_killed_during_confirms_under_load_loses_no_payment_and_doubles
     deadline = time.monotonic() + 50
     with server, ThreadPoolExecutor(max_workers=CALLS) as pool:
         calls = list(pool.map(lambda caller: _to_confirm(server, stripe_client, caller), callers))
-        stripe_proxy.hold_seconds = 2.5  # a slow processor: under the app's 4 s timeout
+        stripe_proxy.hold_seconds = 3.0  # a slow processor: under the app's 4 s timeout
         stripe_proxy.hold_every_charge = True
         original = server.worker_pids()
 
         first = [pool.submit(call.confirm) for call in calls]
-        # Every thread of every worker is inside a charge: whichever dies, dies mid-charge.
-        assert stripe_proxy.wait_held(WORKERS * THREADS, timeout=20), server.log()
-        victim = original[0]
+        # Kill the worker whose charge the processor is sitting on: it dies mid-charge.
+        held = stripe_proxy.wait_holding(WORKERS, timeout=20)
+        assert held, server.log()
+        victim = _process_with_connection_from(held[0], original)
         os.kill(victim, signal.SIGKILL)
         answers = [future.result(timeout=max(1.0, deadline - time.monotonic())) for future in first]
         lost = [call for call, answer in zip(calls, answers, strict=True) if answer is None]
