@@ -35,6 +35,11 @@ def build_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
+    # A webhook has 15 s: never wait long for a database host that drops packets, nor for
+    # a pooled connection (the caller hears silence meanwhile).
+    kwargs.setdefault("pool_timeout", 5)
+    if url.startswith("postgresql"):
+        kwargs.setdefault("connect_args", {"connect_timeout": 3})
     return create_engine(url, **kwargs)
 
 
