@@ -181,7 +181,7 @@ def render(figures: dict[str, Any], checks: Sequence[Check]) -> str:
         "",
         f"CPU: {figures['cpu']['workers_seconds']:.1f} s in gunicorn workers = "
         f"{figures['cpu']['seconds_per_call'] * 1000:.1f} ms per call "
-        f"(localstripe {figures['cpu']['localstripe_seconds_per_call'] * 1000:.1f} ms, PostgreSQL "
+        f"(localstripe {figures['cpu']['localstripe_seconds_per_call'] * 1000:.1f} ms, PostgreSQL at least "
         f"{figures['cpu']['postgres_seconds_per_call'] * 1000:.1f} ms per call; the machine was "
         f"{figures['cpu']['machine_busy_fraction']:.0%} busy)",
         "Memory per worker (peak RSS / last PSS, MB): "
