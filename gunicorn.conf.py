@@ -1,7 +1,7 @@
 """gunicorn settings for SecurePay: ``gunicorn -c gunicorn.conf.py "ivr:create_app()"``.
 
 gunicorn reads ``gunicorn.conf.py`` from the working directory by itself; ``-c`` makes it
-explicit. Every choice is explained in docs/production.md; in short:
+explicit. Every choice is explained in the README, section Production; in short:
 
 - ``SECUREPAY_BIND`` (default ``127.0.0.1:8000``, comma-separated for several): the app
   listens on loopback behind a TLS proxy (deploy/nginx.conf), never on a public address.
