@@ -52,8 +52,8 @@ threads = _whole("SECUREPAY_THREADS", 4)
 timeout = 12
 graceful_timeout = 15
 keepalive = 5  # behind a proxy that reuses its upstream connections
-max_requests = 1000
-max_requests_jitter = 100
+max_requests = 10_000  # about 1,000 calls of ~9 webhooks: a recycle re-imports the app
+max_requests_jitter = 1_000
 # Not preloaded: each worker builds its own app after the fork, so no database
 # connection, thread pool or Stripe client is ever shared between processes.
 preload_app = False

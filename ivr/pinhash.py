@@ -10,9 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+# One Argon2 computation at a time per process: each takes a core and 19 MiB, so more at
+# once only queue on the cores and multiply a worker's memory (threaded gunicorn workers).
+_ONE_AT_A_TIME = threading.BoundedSemaphore(1)
 
 # OWASP Password Storage cheat sheet minimum for Argon2id: m=19 MiB, t=2, p=1.
 OWASP_MEMORY_KIB = 19 * 1024
@@ -43,11 +48,15 @@ class Argon2PinHasher:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
 
     def hash(self, secret: str) -> str:
-        return self._argon2.hash(self._keyed(secret))
+        keyed = self._keyed(secret)
+        with _ONE_AT_A_TIME:
+            return self._argon2.hash(keyed)
 
     def verify(self, stored: str, secret: str) -> bool:
+        keyed = self._keyed(secret)
         try:
-            return self._argon2.verify(stored, self._keyed(secret))
+            with _ONE_AT_A_TIME:
+                return self._argon2.verify(stored, keyed)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

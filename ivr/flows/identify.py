@@ -33,6 +33,7 @@ def _capture(ctx: Ctx) -> Go:
     if not found or len(found) > limit:
         return Go("enter_account")
     ctx.call.data["captured_ids"] = [account.id for account in found]
+    ctx.call.data["captured_last4"] = [account.number[-4:] for account in found]
     return Go("confirm_found" if len(found) == 1 else "choose_account")
 
 
@@ -49,20 +50,20 @@ def _captured_ids(ctx: Ctx) -> list[int]:
     return [int(i) for i in ctx.call.data.get("captured_ids", [])]
 
 
-def _last4(ctx: Ctx, account_id: int) -> str:
-    return say_digits(ctx.uow.accounts.get(account_id).number[-4:])
+def _captured_last4(ctx: Ctx) -> list[str]:
+    return [say_digits(str(last4)) for last4 in ctx.call.data.get("captured_last4", [])]
 
 
 @speaks("capture_one")
 def speak_capture_one(ctx: Ctx) -> list[Phrase]:
-    return [Phrase("capture_one", {"last4": _last4(ctx, _captured_ids(ctx)[0])})]
+    return [Phrase("capture_one", {"last4": _captured_last4(ctx)[0]})]
 
 
 @speaks("capture_option", "capture_other")
 def speak_capture_choices(ctx: Ctx) -> list[Phrase]:
     phrases = [
-        Phrase("capture_option", {"last4": _last4(ctx, account_id), "key": str(position)})
-        for position, account_id in enumerate(_captured_ids(ctx), start=1)
+        Phrase("capture_option", {"last4": last4, "key": str(position)})
+        for position, last4 in enumerate(_captured_last4(ctx), start=1)
     ]
     phrases.append(Phrase("capture_other"))
     return phrases

@@ -36,6 +36,14 @@ class AccountSummary:
 
 
 @dataclass(frozen=True)
+class AccountRef:
+    """An account as Call Capture finds it: its id and number, nothing more."""
+
+    id: int
+    number: str
+
+
+@dataclass(frozen=True)
 class Credential:
     """An account's phone PIN record (hashes only)."""
 
@@ -68,7 +76,7 @@ class CallRecord:
 
 
 class Accounts(Protocol):
-    def by_phone(self, e164: str, limit: int) -> list[AccountSummary]:
+    def by_phone(self, e164: str, limit: int) -> list[AccountRef]:
         """Accounts with this number on file, ascending by account number, at most ``limit``."""
         ...
 
