@@ -20,8 +20,11 @@ test: install
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check ivr payments callcapture db tests
+	$(VENV)/bin/ruff check ivr payments callcapture db tests bench
 	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
