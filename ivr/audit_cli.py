@@ -14,11 +14,10 @@ Exit status: 0 fine, 1 a problem found, 2 bad input (a one-line reason on stderr
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -28,21 +27,16 @@ from sqlalchemy.orm import Session
 
 from db.audit_chain import AnchorFileError, make_anchor, read_anchors, verify
 from db.models import AuditEvent
+from ivr.report_window import fail, parse_day
 from ivr.secret_scan import scan_database, scan_files
 from ivr.services import current_services
 
 __all__ = ["audit_group"]
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 EXPORT_FIELDS = (
     "seq", "id", "occurred_at", "occurred_at_local", "event", "success", "call_sid",
     "account_id", "actor", "os_user", "host", "process", "detail", "prev_hash", "hash",
 )
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(code)
 
 
 @click.group("audit")
@@ -66,9 +60,9 @@ def verify_command(anchor_files: tuple[Path, ...]) -> None:
         try:
             anchors.extend(read_anchors(path.read_text(encoding="utf-8").splitlines(), str(path)))
         except OSError as exc:
-            _fail(f"cannot read {path}: {exc.strerror}")
+            fail(f"cannot read {path}: {exc.strerror}")
         except AnchorFileError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     services = current_services()
     with services.sessions() as session:
         report = verify(session, anchors)
@@ -106,22 +100,11 @@ def anchor_command(out: Path | None) -> None:
         with out.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror}")
+        fail(f"cannot write {out}: {exc.strerror}")
     click.echo(f"anchor appended to {out}: {line}")
 
 
 # --- export ---------------------------------------------------------------------------
-
-
-def _day(option: str, raw: str | None) -> date | None:
-    if raw is None:
-        return None
-    try:
-        if not _DATE.fullmatch(raw):
-            raise ValueError
-        return date.fromisoformat(raw)
-    except ValueError:
-        _fail(f"{option} must be a date as YYYY-MM-DD, got {raw!r}")
 
 
 def _start_of(day: date, zone: ZoneInfo) -> datetime:
@@ -169,9 +152,9 @@ def export_command(since: str | None, until: str | None) -> None:
     """Print the trail as JSON lines for a SIEM, in chain order (one event per line)."""
     services = current_services()
     zone = services.settings.timezone
-    first, last = _day("--since", since), _day("--until", until)
+    first, last = parse_day("--since", since), parse_day("--until", until)
     if first is not None and last is not None and last < first:
-        _fail(f"--since ({first}) is after --until ({last})")
+        fail(f"--since ({first}) is after --until ({last})")
     start = None if first is None else _start_of(first, zone)
     end = None if last is None else _start_of(last + timedelta(days=1), zone)
     with services.sessions() as session:
@@ -188,7 +171,7 @@ def _secrets(path: Path | None) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}")
+        fail(f"cannot read {path}: {exc.strerror}")
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, timedelta, tzinfo
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -38,18 +37,13 @@ from db.models import Account
 from db.payment_reports import DayWindow
 from ivr.call_stats import CallStats, compute
 from ivr.flows.call_flow import CALL_FLOW
-from ivr.services import Services, current_services
+from ivr.report_window import day_window, fail, window_options
+from ivr.services import current_services
 
 __all__ = ["calls_group", "event_label"]
 
 LIST_COLUMNS = ("call_sid", "started_at", "started_local", "duration_seconds", "caller",
                 "account_last4", "outcome", "amount_paid")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(code)
 
 
 # --- formatting -----------------------------------------------------------------------
@@ -220,39 +214,6 @@ def event_label(event: TrailEvent) -> str:
 # --- options --------------------------------------------------------------------------
 
 
-def _day(option: str, raw: str | None) -> date | None:
-    if raw is None:
-        return None
-    try:
-        if not _DATE.fullmatch(raw):
-            raise ValueError
-        return date.fromisoformat(raw)
-    except ValueError:
-        _fail(f"{option} must be a date as YYYY-MM-DD, got {raw!r}")
-
-
-def _window(services: Services, since: str | None, until: str | None) -> DayWindow:
-    """``--until`` defaults to today in the utility's zone, ``--since`` to ``--until``."""
-    zone = services.settings.timezone
-    last = _day("--until", until) or services.clock.now().astimezone(zone).date()
-    first = _day("--since", since) or last
-    if last < first:
-        _fail(f"--since ({first}) is after --until ({last})")
-    return DayWindow(first, last, zone)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _window_options(command: F) -> F:
-    command = click.option(
-        "--until", metavar="YYYY-MM-DD", help="Last day, included (default: today, in the utility's zone)."
-    )(command)
-    return click.option("--since", metavar="YYYY-MM-DD", help="First day (default: the --until day).")(
-        command
-    )
-
-
 @click.group("calls")
 def calls_group() -> None:
     """Call logs for auditors: list calls, show one call's timeline, figures."""
@@ -280,7 +241,7 @@ def _record(line: CallLine, zone: tzinfo) -> dict[str, Any]:
 
 
 @calls_group.command("list")
-@_window_options
+@window_options
 @click.option("--account", metavar="NUMBER", help="Only calls about this account (the full number).")
 @click.option("--caller", metavar="NUMBER", help="Only calls from this phone number, in any common format.")
 @click.option("--outcome", metavar="OUTCOME", help="Only calls that ended so: paid, declined, abandoned, ...")
@@ -299,23 +260,23 @@ def list_command(
     duration in seconds and amounts in dollars (e.g. 123.45).
     """
     services = current_services()
-    window = _window(services, since, until)
+    window = day_window(services, since, until)
     if outcome is not None and outcome not in OUTCOMES:
-        _fail(f"--outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+        fail(f"--outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
     number = None
     if caller is not None:
         try:
             number = normalize_on_file(caller, "US")
         except InvalidPhoneNumber as exc:
-            _fail(f"--caller {caller!r}: {exc}")
+            fail(f"--caller {caller!r}: {exc}")
     if account is not None:
         account = account.strip()
         if not account.isdigit():
-            _fail(f"--account must be an account number (digits), got {account!r}")
+            fail(f"--account must be an account number (digits), got {account!r}")
     with services.sessions() as session:
         known = select(Account.id).where(Account.account_number == account)
         if account is not None and session.scalar(known) is None:
-            _fail(f"no account {account}")
+            fail(f"no account {account}")
         lines = calls_started(session, window, account_number=account, caller=number, outcome=outcome)
     zone = services.settings.timezone
     records = [_record(line, zone) for line in lines]
@@ -397,7 +358,7 @@ def show_command(call_sid: str) -> None:
     with services.sessions() as session:
         trail = call_trail(session, sid)
     if trail is None:
-        _fail(f"no call {sid}", 1)
+        fail(f"no call {sid}", 1)
     call = trail.call
     click.echo(f"Call {call.call_sid}")
     click.echo(f"  started   {_local(call.started_at, zone)} ({_utc(call.started_at)})")
@@ -493,7 +454,7 @@ def _report(stats: CallStats, window: DayWindow) -> list[str]:
 
 
 @calls_group.command("stats")
-@_window_options
+@window_options
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), metavar="FILE.png",
               help="Also draw the funnel and calls per hour into this PNG.")
 @with_appcontext
@@ -504,9 +465,9 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
     callers gave up, average time to pay, PIN failures and lockouts, the funnel, and
     calls per hour; --plot draws the funnel and calls per hour."""
     services = current_services()
-    window = _window(services, since, until)
+    window = day_window(services, since, until)
     if plot is not None and plot.suffix.lower() != ".png":
-        _fail(f"--plot must name a .png file, got {str(plot)!r}")
+        fail(f"--plot must name a .png file, got {str(plot)!r}")
     with services.sessions() as session:
         trails = call_trails(session, window)
     stats = compute(trails, window.zone)
@@ -517,5 +478,5 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
         try:
             draw(stats, plot, title=f"{services.settings.utility_name}: calls {window}")
         except OSError as exc:
-            _fail(f"cannot write {plot}: {exc.strerror or exc}", 1)
+            fail(f"cannot write {plot}: {exc.strerror or exc}", 1)
         click.echo(f"\nPlot written to {plot}")

@@ -12,16 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from collections.abc import Callable
-from datetime import date
-from typing import Any, NoReturn, TypeVar
 
 import click
 from flask.cli import with_appcontext
 
 from db.payment_reports import DayWindow, PaymentLine, attempts_made, payments_taken
-from ivr.services import Services, current_services
+from ivr.report_window import day_window, fail, window_options
+from ivr.services import current_services
 from payments.gateway import ProcessorUnavailable
 from payments.receipts import build_receipt_dispatcher
 from payments.reconcile import ReconcileAborted, reconcile
@@ -41,45 +38,6 @@ EXPORT_COLUMNS = (
     "status",
 )
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(code)
-
-
-def _day(option: str, raw: str | None) -> date | None:
-    if raw is None:
-        return None
-    try:
-        if not _DATE.fullmatch(raw):
-            raise ValueError
-        return date.fromisoformat(raw)
-    except ValueError:
-        _fail(f"{option} must be a date as YYYY-MM-DD, got {raw!r}", 2)
-
-
-def _window(services: Services, since: str | None, until: str | None) -> DayWindow:
-    """``--until`` defaults to today in the utility's zone, ``--since`` to ``--until``."""
-    zone = services.settings.timezone
-    last = _day("--until", until) or services.clock.now().astimezone(zone).date()
-    first = _day("--since", since) or last
-    if last < first:
-        _fail(f"--since ({first}) is after --until ({last})", 2)
-    return DayWindow(first, last, zone)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _window_options(command: F) -> F:
-    command = click.option(
-        "--until", metavar="YYYY-MM-DD", help="Last day, included (default: today, in the utility's zone)."
-    )(command)
-    return click.option("--since", metavar="YYYY-MM-DD", help="First day (default: the --until day).")(
-        command
-    )
 
 
 @click.group("payments")
@@ -113,7 +71,7 @@ def _row(line: PaymentLine, window: DayWindow) -> dict[str, str]:
 
 
 @payments_group.command("export")
-@_window_options
+@window_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @with_appcontext
 def export_command(since: str | None, until: str | None, fmt: str) -> None:
@@ -125,7 +83,7 @@ def export_command(since: str | None, until: str | None, fmt: str) -> None:
     method_last4, channel, status.
     """
     services = current_services()
-    window = _window(services, since, until)
+    window = day_window(services, since, until)
     with services.sessions() as session:
         rows = [_row(line, window) for line in payments_taken(session, window)]
     if fmt == "json":
@@ -142,7 +100,7 @@ def export_command(since: str | None, until: str | None, fmt: str) -> None:
 
 
 @payments_group.command("reconcile")
-@_window_options
+@window_options
 @with_appcontext
 def reconcile_command(since: str | None, until: str | None) -> None:
     """Compare each payment attempt of the window with the payment processor.
@@ -155,18 +113,18 @@ def reconcile_command(since: str | None, until: str | None) -> None:
     Exit status: 0 all match, 1 some mismatch, 2 the processor could not be asked.
     """
     services = current_services()
-    window = _window(services, since, until)
+    window = day_window(services, since, until)
     if services.gateway is None:
-        _fail("STRIPE_API_KEY is not set: the payment processor cannot be asked", 2)
+        fail("STRIPE_API_KEY is not set: the payment processor cannot be asked", 2)
     # Read, then close the transaction before talking to the processor.
     with services.sessions() as session:
         lines = attempts_made(session, window)
     try:
         report = reconcile(lines, services.gateway)
     except ProcessorUnavailable as exc:
-        _fail(f"the payment processor is unreachable, nothing compared: {exc}", 2)
+        fail(f"the payment processor is unreachable, nothing compared: {exc}", 2)
     except ReconcileAborted as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     for mismatch in report.mismatches:
         click.echo(str(mismatch))
     click.echo(f"{window}: {report.summary()}")
@@ -187,7 +145,7 @@ def send_receipts_command(limit: int) -> None:
     dispatcher = build_receipt_dispatcher(services.settings, services.sessions, services.clock)
     try:
         if not dispatcher.enabled:
-            _fail("SECUREPAY_SMTP_HOST is not set: receipts are off", 1)
+            fail("SECUREPAY_SMTP_HOST is not set: receipts are off", 1)
         sent, failed = dispatcher.send_pending(limit)
     finally:
         dispatcher.shutdown()
