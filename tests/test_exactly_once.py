@@ -8,9 +8,11 @@ processor, prevents double charges.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import stripe
 from flask import Flask
+from werkzeug.test import TestResponse
 
 from ivr.services import EXTENSION_KEY
 from payments.card_tokenizer import tokenize_card
@@ -34,6 +36,24 @@ def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) ->
     response = call.pay(6, token.processor_id)
     assert b"You are about to pay" in response.data, response.data
     return call
+
+
+def at_once(*requests: Callable[[], TestResponse]) -> list[bytes]:
+    """Send the requests at the same moment, one thread each; their answers' bodies."""
+    barrier = threading.Barrier(len(requests))
+    bodies: list[bytes] = []
+
+    def send(request: Callable[[], TestResponse]) -> None:
+        barrier.wait()
+        bodies.append(request().data)
+
+    threads = [threading.Thread(target=send, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(bodies) == len(requests)
+    return bodies
 
 
 def faulty(app: Flask, *faults: Fault) -> FaultyGateway:
@@ -68,19 +88,8 @@ def test_a_double_key_press_at_the_same_moment_charges_once(
 ) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
-    barrier = threading.Barrier(2)
-    bodies: list[bytes] = []
-
-    def press() -> None:
-        barrier.wait()
-        bodies.append(call.step(CONFIRM_STEP, "1").data)
-
-    threads = [threading.Thread(target=press) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(bodies) == 2 and all(b"has been received" in body for body in bodies)
+    bodies = at_once(lambda: call.step(CONFIRM_STEP, "1"), lambda: call.step(CONFIRM_STEP, "1"))
+    assert all(b"has been received" in body for body in bodies)
     assert_one_charge(app, stripe_client)
 
 
@@ -88,19 +97,8 @@ def test_two_calls_paying_one_bill_at_once_charge_it_once(
     app: Flask, stripe_client: stripe.StripeClient
 ) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
-    calls = [at_confirm(app, stripe_client), at_confirm(app, stripe_client, "+12025550166")]
-    barrier = threading.Barrier(2)
-    bodies: list[bytes] = []
-
-    def confirm(call: RawCall) -> None:
-        barrier.wait()
-        bodies.append(call.step(CONFIRM_STEP, "1").data)
-
-    threads = [threading.Thread(target=confirm, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    first, second = at_confirm(app, stripe_client), at_confirm(app, stripe_client, "+12025550166")
+    bodies = at_once(lambda: first.step(CONFIRM_STEP, "1"), lambda: second.step(CONFIRM_STEP, "1"))
     assert sum(b"has been received" in body for body in bodies) == 1
     assert sum(b"Your balance has changed since it was read to you." in body for body in bodies) == 1
     ledger = books(app)
