@@ -107,7 +107,7 @@ def _amount_entered(ctx: Ctx, digits: str) -> Go:
     return to_methods(ctx)
 
 
-amount_entered = Action(_amount_entered, ("enter_amount", *METHOD_STATES))
+amount_entered = Action(_amount_entered, ("enter_amount", *METHOD_STATES, MENU))
 
 
 @speaks("method_option", "method_new_card")
