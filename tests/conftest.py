@@ -133,11 +133,13 @@ def app(
 
 @pytest.fixture
 def phone(app: Flask) -> Softphone:
-    """The Twilio simulator, signing every request as Twilio would."""
+    """The Twilio simulator, signing every request as Twilio would; every answer is
+    checked against the TwiML schema (tests/twiml.xsd)."""
     from ivr.softphone import FlaskTransport, Softphone
+    from tests.twiml_checks import CheckingTransport
 
     return Softphone(
-        FlaskTransport(app),
+        CheckingTransport(FlaskTransport(app)),
         auth_token=TEST_ENV["TWILIO_AUTH_TOKEN"],
         public_url=TEST_ENV["SECUREPAY_PUBLIC_URL"],
     )
@@ -149,10 +151,11 @@ def card_phone(app: Flask, stripe_client: stripe.StripeClient) -> Callable[..., 
     ``<Pay>`` with these cards (one per attempt), tokenizing them at localstripe."""
     from ivr.softphone import FlaskTransport, Softphone
     from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+    from tests.twiml_checks import CheckingTransport
 
     def make(*cards: str) -> Softphone:
         return Softphone(
-            FlaskTransport(app),
+            CheckingTransport(FlaskTransport(app)),
             auth_token=TEST_ENV["TWILIO_AUTH_TOKEN"],
             public_url=TEST_ENV["SECUREPAY_PUBLIC_URL"],
             pay=TwilioPayEmulator(stripe_client, ScriptedCards(cards)),

@@ -75,8 +75,8 @@ from tests.conftest import TEST_ENV
 from tests.fakes import FakeClock
 from tests.members import PIN, SSN, Member, add_members
 from tests.stripe_fixtures import TEST_API_KEY
-from tests.test_twiml_schema import assert_valid_twiml
 from tests.twilio_requests import PUBLIC_URL, TOKEN, RawCall, signed_post
+from tests.twiml_checks import assert_valid_twiml
 
 MAX_EXAMPLES = 200
 STEPS = 40

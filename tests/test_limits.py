@@ -28,8 +28,8 @@ from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
 from tests.fakes import FakeClock
 from tests.members import Member, add_members
-from tests.test_twiml_schema import assert_valid_twiml
 from tests.twilio_requests import PUBLIC_URL, RawCall, signed_post
+from tests.twiml_checks import assert_valid_twiml
 
 TOKEN = "portal-token-limits-5Kq2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,12 +8,6 @@ state of the call flow answer only schema-valid TwiML.
 
 from __future__ import annotations
 
-import re
-import xml.etree.ElementTree as ET  # noqa: S405 - parses our own app's answers, not input
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-
 import pytest
 import stripe
 import xmlschema
@@ -25,41 +19,11 @@ from ivr.flows.call_flow import CALL_FLOW
 from ivr.services import EXTENSION_KEY
 from ivr.softphone import FlaskTransport, Softphone
 from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
-from ivr.softphone.transports import HttpReply
 from tests.conftest import TEST_ENV
 from tests.faulty_gateway import FaultyGateway
 from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
 from tests.members import NEW_PIN, PIN, SSN, Member, add_members
-
-SCHEMA_PATH = Path(__file__).with_name("twiml.xsd")
-STEP_URL = re.compile(r"/ivr/step\?n=([0-9]+)")
-
-
-@cache
-def twiml_schema() -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(SCHEMA_PATH)
-
-
-def assert_valid_twiml(body: str | bytes, content_type: str = "text/xml; charset=utf-8") -> int | None:
-    """Assert ``body`` is TwiML valid against the schema; return the step it asks for next
-    (the Gather's or Pay's action), or None when it asks for nothing (an end)."""
-    assert content_type.split(";")[0].strip() == "text/xml", content_type
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    twiml_schema().validate(text)
-    root = ET.fromstring(text)  # noqa: S314 - our own app's answer
-    gather, redirect, pay = root.find("Gather"), root.find("Redirect"), root.find("Pay")
-    if gather is not None:
-        # No input falls through to the Redirect: it must answer the same step.
-        assert redirect is not None and redirect.text == gather.get("action"), text
-        action = gather.get("action", "")
-    elif pay is not None:
-        action = pay.get("action", "")
-    else:
-        return None
-    found = STEP_URL.fullmatch(action)
-    assert found is not None, action
-    return int(found.group(1))
-
+from tests.twiml_checks import CheckingTransport, assert_valid_twiml
 
 # -- the schema itself -----------------------------------------------------------------
 
@@ -127,26 +91,6 @@ def test_a_non_xml_answer_is_refused() -> None:
 
 
 # -- whole calls through every state ---------------------------------------------------
-
-
-@dataclass
-class CheckingTransport:
-    """The in-process transport, asserting that every answer is schema-valid TwiML."""
-
-    inner: FlaskTransport
-    answers: list[HttpReply] = field(default_factory=list)
-
-    def post(self, path_and_query: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
-        return self._checked(self.inner.post(path_and_query, params, headers))
-
-    def get(self, path_and_query: str, headers: dict[str, str]) -> HttpReply:
-        return self._checked(self.inner.get(path_and_query, headers))
-
-    def _checked(self, reply: HttpReply) -> HttpReply:
-        assert reply.status == 200, reply
-        assert_valid_twiml(reply.body, reply.content_type)
-        self.answers.append(reply)
-        return reply
 
 
 CALLER = "+12025550143"
