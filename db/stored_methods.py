@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Account, PaymentMethod
 from db.repositories import AccountNotFound
+from ivr.flows.ports import MethodNotStored
 from payments.gateway import MethodInfo, MethodKind
 
 __all__ = [
@@ -48,7 +49,7 @@ class StoredMethod:
     created_at: datetime
 
 
-class MethodAlreadyStored(Exception):
+class MethodAlreadyStored(MethodNotStored):
     """The processor method is already on file, on this account or another one."""
 
     def __init__(self, existing: StoredMethod) -> None:
@@ -56,7 +57,7 @@ class MethodAlreadyStored(Exception):
         super().__init__(f"payment method already stored as method {existing.id}")
 
 
-class TooManyMethods(Exception):
+class TooManyMethods(MethodNotStored):
     """The account already holds as many methods as allowed."""
 
     def __init__(self, limit: int) -> None:

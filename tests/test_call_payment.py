@@ -225,3 +225,22 @@ def test_payment_steps_need_a_verified_pin(app: Flask) -> None:
     forged = call.step(3, "1")  # a "1" here is a PIN attempt of one digit, not "pay"
     assert b"4 digits" in forged.data
     assert not books(app).attempts
+
+
+def test_a_card_already_on_file_elsewhere_is_charged_without_being_saved_twice(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    from payments.card_tokenizer import tokenize_card
+    from tests.twilio_requests import RawCall
+
+    add_members(app, member(), Member("20003355", phones=["+12025550166"]))
+    token = tokenize_card(stripe_client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
+    for caller in (CALLER, "+12025550166"):
+        call = RawCall(app, caller)
+        call.start()
+        for n, digits in enumerate(["1", "1", PIN, "1", "1"], start=1):  # ... pay in full, save: 1
+            call.step(n, digits)
+        assert b"You are about to pay" in call.pay(6, token.processor_id).data
+        assert b"has been received" in call.step(7, "1").data
+    ledger = books(app)
+    assert len(ledger.payments) == 2 and len(ledger.methods) == 1

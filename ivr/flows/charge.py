@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase, speaks
 from ivr.flows.payment import MENU, to_methods
-from ivr.flows.ports import AttemptView, MethodRef
+from ivr.flows.ports import AttemptView, MethodNotStored, MethodRef
 from ivr.flows.speech import say_amount, say_digits
 from payments.gateway import (
     ActionRequired,
@@ -149,11 +149,13 @@ def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> st
         created = gateway.create_customer(account.number, idempotency_key=f"cus-{account.number}")
         customer_id = methods.set_customer_id(account.id, created)
     info = gateway.attach_method(customer_id, attempt.method.processor_id)
-    stored = methods.for_account(account.id)
-    if len(stored) < ctx.config.max_stored_methods and all(
-        m.processor_id != info.processor_id for m in stored
-    ):
-        methods.add(account.id, info, created_via="ivr", now=ctx.clock.now())
+    try:
+        methods.add(
+            account.id, info, created_via="ivr", now=ctx.clock.now(), limit=ctx.config.max_stored_methods
+        )
+    except MethodNotStored as exc:  # on file already, or no room: the payment goes on
+        ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
+    else:
         ctx.event("method_saved", kind=info.kind)
     return customer_id
 

@@ -221,6 +221,10 @@ class Ledger(Protocol):
     ) -> int: ...
 
 
+class MethodNotStored(Exception):
+    """A method could not be kept on file (already on file elsewhere, or too many)."""
+
+
 class MethodOnFile(Protocol):
     @property
     def id(self) -> int: ...
