@@ -221,3 +221,15 @@ def test_a_forged_flood_dies_at_the_signature_check_cheaply_and_touches_no_datab
     assert (_count(portal_app, Call), _count(portal_app, AuditEvent)) == (calls, events)
     median = statistics.median(costs)
     assert median < 0.001, f"a forged request cost {median * 1e6:.0f} µs of server time"
+
+
+def test_the_portal_document_declares_the_429_it_answers() -> None:
+    from ivr.portal.openapi import document
+
+    doc = document()
+    for path in doc["paths"].values():
+        for method in ("get", "post", "delete"):
+            if method not in path:
+                continue
+            assert path[method]["responses"]["429"] == {"$ref": "#/components/responses/TooManyRequests"}
+    assert "Retry-After" in doc["components"]["responses"]["TooManyRequests"]["headers"]

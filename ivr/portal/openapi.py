@@ -84,6 +84,7 @@ def _id(name: str, what: str) -> dict[str, Any]:
 
 _COMMON = {
     "401": _ref("responses", "Unauthorized"),
+    "429": _ref("responses", "TooManyRequests"),
     "500": _ref("responses", "InternalError"),
 }
 
@@ -366,6 +367,14 @@ _DOCUMENT: dict[str, Any] = {
                 },
             },
             "TooLarge": _error("The body is larger than the server accepts.", ["body_too_large"]),
+            "TooManyRequests": {
+                **_error(
+                    "Over the request budget of this client or token; nothing was done.", ["rate_limited"]
+                ),
+                "headers": {
+                    "Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}
+                },
+            },
             "ProcessorError": _error(
                 "The processor refused the request or did not answer; nothing was changed.",
                 ["processor_error", "processor_no_answer"],
