@@ -58,6 +58,12 @@ class RefundResult:
     amount_cents: int
 
 
+def customer_idempotency_key(account_number: str) -> str:
+    """One processor customer per account, however often (and from wherever: the portal,
+    the IVR) its creation is retried."""
+    return f"cus-{account_number}"
+
+
 class PaymentError(Exception):
     """Base of every gateway failure. Messages never hold card data or keys."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase, speaks
 from ivr.flows.payment import MENU, to_methods
-from ivr.flows.ports import AttemptView, MethodNotStored, MethodRef
+from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
 from ivr.flows.speech import say_amount, say_digits
 from payments.gateway import (
     ActionRequired,
@@ -29,6 +29,7 @@ from payments.gateway import (
     PaymentError,
     PaymentGateway,
     ProcessorUnavailable,
+    customer_idempotency_key,
 )
 
 CURRENCY = "usd"
@@ -146,12 +147,14 @@ def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> st
         return None
     customer_id = methods.customer_id(account.id)
     if customer_id is None:
-        created = gateway.create_customer(account.number, idempotency_key=f"cus-{account.number}")
+        created = gateway.create_customer(
+            account.number, idempotency_key=customer_idempotency_key(account.number)
+        )
         customer_id = methods.set_customer_id(account.id, created)
     info = gateway.attach_method(customer_id, attempt.method.processor_id)
     try:
         methods.add(
-            account.id, info, created_via="ivr", now=ctx.clock.now(), limit=ctx.config.max_stored_methods
+            account.id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
         )
     except MethodNotStored as exc:  # on file already, or no room: the payment goes on
         ctx.event("method_not_saved", success=False, reason=type(exc).__name__)

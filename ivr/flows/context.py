@@ -56,7 +56,6 @@ class FlowConfig:
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
-    max_stored_methods: int = 7
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:

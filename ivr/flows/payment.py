@@ -16,6 +16,7 @@ from typing import Any
 from ivr.flows.amounts import parse_amount_keys
 from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase, speaks
+from ivr.flows.ports import MAX_STORED_METHODS
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
 
 PM_ID = re.compile(r"pm_[A-Za-z0-9_]{1,60}")
@@ -112,7 +113,7 @@ amount_entered = Action(_amount_entered, ("enter_amount", *METHOD_STATES, MENU))
 
 @speaks("method_option", "method_new_card")
 def speak_methods(ctx: Ctx) -> list[Phrase]:
-    methods = ctx.uow.methods.for_account(ctx.account().id)[: ctx.config.max_stored_methods]
+    methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
     phrases = [
         Phrase("method_option", {
             "method": say_method(method.kind, method.brand, ctx.lang),
@@ -126,7 +127,7 @@ def speak_methods(ctx: Ctx) -> list[Phrase]:
 
 
 def _method_chosen(ctx: Ctx, digits: str) -> Go:
-    methods = ctx.uow.methods.for_account(ctx.account().id)[: ctx.config.max_stored_methods]
+    methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
     position = int(digits) - 1 if digits.isdigit() else -1
     if not 0 <= position < len(methods):
         return Go("choose_method", notice=Phrase("invalid_entry"), miss=True)

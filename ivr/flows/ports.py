@@ -221,6 +221,11 @@ class Ledger(Protocol):
     ) -> int: ...
 
 
+# The IVR's method menu offers stored methods on keys 1 to 7 (contract 2.6): an eighth
+# could never be chosen by phone, so the shared store keeps at most seven per account.
+MAX_STORED_METHODS = 7
+
+
 class MethodNotStored(Exception):
     """A method could not be kept on file (already on file elsewhere, or too many)."""
 

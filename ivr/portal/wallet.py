@@ -23,12 +23,16 @@ from db.stored_methods import (
     StoredMethod,
     TooManyMethods,
 )
-from ivr.flows.ports import AccountSummary
+from ivr.flows.ports import MAX_STORED_METHODS, AccountSummary
 from ivr.services import Services
-from payments.gateway import InvalidPaymentMethod, PaymentError, PaymentGateway
+from payments.gateway import (
+    InvalidPaymentMethod,
+    PaymentError,
+    PaymentGateway,
+    customer_idempotency_key,
+)
 
 __all__ = [
-    "MAX_METHODS",
     "MethodNotFound",
     "MethodOnAnotherAccount",
     "Saved",
@@ -37,11 +41,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
-
-# The IVR's method menu offers stored methods on keys 1 to 7 (contract 2.6): an eighth
-# could never be chosen by phone.
-MAX_METHODS = 7
-
 
 @dataclass(frozen=True)
 class Saved:
@@ -55,11 +54,6 @@ class MethodOnAnotherAccount(Exception):
 
 class MethodNotFound(LookupError):
     """No such method on this account."""
-
-
-def customer_idempotency_key(account_number: str) -> str:
-    """One processor customer per account, however often its creation is retried."""
-    return f"cus-{account_number}"
 
 
 def save_method(
@@ -85,8 +79,8 @@ def save_method(
             if existing.account_id != account.id:
                 raise MethodOnAnotherAccount(payment_method_id)
             return Saved(existing, created=False)
-        if methods.count(account.id) >= MAX_METHODS:
-            raise TooManyMethods(MAX_METHODS)
+        if methods.count(account.id) >= MAX_STORED_METHODS:
+            raise TooManyMethods(MAX_STORED_METHODS)
         customer_id = methods.customer_id(account.id)
     if customer_id is None:
         customer_id = _create_customer(services, gateway, account)
@@ -95,7 +89,7 @@ def save_method(
     try:
         with services.unit_of_work() as uow:
             stored = SqlStoredMethods(uow.session).add(
-                account.id, info, created_via=created_via, now=services.clock.now(), limit=MAX_METHODS
+                account.id, info, created_via=created_via, now=services.clock.now(), limit=MAX_STORED_METHODS
             )
             uow.commit()
     except MethodAlreadyStored as exc:
