@@ -46,6 +46,12 @@ def _standalone(secret: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])")
 
 
+def appears_alone(secret: str, text: str) -> bool:
+    """``secret`` stands alone in ``text``: not inside a longer number or identifier (a
+    call SID may contain any three digits by chance; a leak shows them on their own)."""
+    return _standalone(secret).search(text) is not None
+
+
 def scan_text(text: str, where: str, secrets: Sequence[str] = ()) -> list[Finding]:
     findings: list[Finding] = []
     for match in CARD_RUN.finditer(text):
@@ -56,7 +62,7 @@ def scan_text(text: str, where: str, secrets: Sequence[str] = ()) -> list[Findin
         if set(match.group(1)) != {"*"}:
             findings.append(Finding(where, "security_code", "a security code field with digits"))
     for index, secret in enumerate(secrets, start=1):
-        if secret and _standalone(secret).search(text):
+        if secret and appears_alone(secret, text):
             findings.append(Finding(where, "typed_secret", f"secret #{index} ({len(secret)} digits)"))
     return findings
 

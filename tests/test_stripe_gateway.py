@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import stripe
 
+from ivr.secret_scan import appears_alone
 from payments.card_tokenizer import tokenize_card
 from payments.emulator import LocalStripe
 from payments.gateway import (
@@ -56,8 +57,9 @@ def _charge(gateway: StripeGateway, pm: str, key: str, **kwargs: Any) -> ChargeR
 def _assert_no_card_data(exc: PaymentError, number: str) -> None:
     text = f"{exc} {exc!r}"
     assert number not in text
-    assert number[-4:] not in text
-    assert "123" not in text  # the CVC
+    # Standing alone: the processor's random request id may hold any few digits by chance.
+    assert not appears_alone(number[-4:], text)
+    assert not appears_alone("123", text)  # the CVC
 
 
 # -- against localstripe -------------------------------------------------------------------
