@@ -17,7 +17,7 @@ import click
 from flask.cli import with_appcontext
 
 from db.payment_reports import DayWindow, PaymentLine, attempts_made, payments_taken
-from ivr.report_window import day_window, fail, window_options
+from ivr.cli.report_window import day_window, fail, window_options
 from ivr.services import current_services
 from payments.gateway import ProcessorUnavailable
 from payments.receipts import build_receipt_dispatcher

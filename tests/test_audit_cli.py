@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from db.audit_chain import HASHED_FIELDS, event_hash
 from db.models import AuditEvent
 from ivr import create_app
-from ivr.audit_cli import audit_group
+from ivr.cli.audit import audit_group
 from ivr.logs import configure_logging
 from ivr.secret_scan import appears_alone
 from ivr.services import EXTENSION_KEY, Services

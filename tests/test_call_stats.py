@@ -1,4 +1,4 @@
-"""``ivr.call_stats.compute``: the figures of ``securepay calls stats`` from calls with
+"""``ivr.cli.call_stats.compute``: the figures of ``securepay calls stats`` from calls with
 known trails, built by hand (no database: the computation is pure)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from db.call_reports import CallLine, CallTrail, TrailEvent
-from ivr.call_stats import FUNNEL, FunnelStage, compute
+from ivr.cli.call_stats import FUNNEL, FunnelStage, compute
 
 CHICAGO = ZoneInfo("America/Chicago")
 SIDS = itertools.count(1)

@@ -17,8 +17,8 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from ivr.call_stats import FUNNEL
-from ivr.calls_cli import calls_group
+from ivr.cli.call_stats import FUNNEL
+from ivr.cli.calls import calls_group
 from ivr.secret_scan import appears_alone
 from ivr.softphone import Softphone
 from ivr.softphone.keys import GatherPrompt, KeyPress, ScriptedKeys

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callcapture.numbers import normalize_on_file
-from ivr.demo import DEMO_CALLER, DEMO_MEMBERS, DEMO_SCRIPT, KeyCard, accounts_csv, demo_command
+from ivr.cli.demo import DEMO_CALLER, DEMO_MEMBERS, DEMO_SCRIPT, KeyCard, accounts_csv, demo_command
 from ivr.flows.pin_policy import PinPolicy
 from ivr.secret_scan import appears_alone
 

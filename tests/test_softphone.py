@@ -14,7 +14,7 @@ from flask import Flask
 from flask.cli import ScriptInfo
 from werkzeug.serving import make_server
 
-from ivr.call_command import call_command, make_call_command
+from ivr.cli.call import call_command, make_call_command
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
 from ivr.softphone import (

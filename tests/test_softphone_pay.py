@@ -17,7 +17,7 @@ from flask import Flask
 from flask.cli import ScriptInfo
 from werkzeug.serving import make_server
 
-from ivr.call_command import call_command
+from ivr.cli.call import call_command
 from ivr.secret_scan import appears_alone
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings

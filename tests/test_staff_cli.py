@@ -8,9 +8,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from db.models import AuditEvent, PinCredential
+from ivr.cli.pin import pin_group
 from ivr.services import current_services
 from ivr.softphone import Softphone
-from ivr.staff_cli import pin_group
 from tests.members import PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"

@@ -13,10 +13,10 @@ from flask import Flask
 from sqlalchemy import select
 
 from db.models import AuditEvent
+from ivr.cli.pin import pin_group
 from ivr.secret_scan import scan_text
 from ivr.services import current_services
 from ivr.softphone import Softphone
-from ivr.staff_cli import pin_group
 from tests.ledger_checks import DECLINES_AT_CHARGE
 from tests.members import NEW_PIN, OTHER_SSN, PIN, SSN, Member, add_members
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from db.audit_chain import AnchorFileError, make_anchor, read_anchors, verify
 from db.models import AuditEvent
-from ivr.report_window import fail, parse_day
+from ivr.cli.report_window import fail, parse_day
 from ivr.secret_scan import scan_database, scan_files
 from ivr.services import current_services
 

@@ -64,7 +64,7 @@ __all__ = [
 DEMO_PEPPER: Final = "securepay-demo-pepper-not-a-secret"
 DEMO_TWILIO_TOKEN: Final = "securepay-demo-twilio-token"  # noqa: S105 - a demo value, printed
 DEMO_STRIPE_KEY: Final = "sk_test_demo"
-DEMO_PUBLIC_URL: Final = "https://ivr.demo.test"
+DEMO_PUBLIC_URL: Final = "https://ivr.cli.demo.test"
 DEMO_CALLER: Final = "+12025550142"
 
 

@@ -13,12 +13,12 @@ from flask.cli import ScriptInfo
 
 from db.cli import db_group, import_group
 from ivr import create_app
-from ivr.audit_cli import audit_group
-from ivr.call_command import call_command
-from ivr.calls_cli import calls_group
-from ivr.demo import demo_command
+from ivr.cli.audit import audit_group
+from ivr.cli.call import call_command
+from ivr.cli.calls import calls_group
+from ivr.cli.demo import demo_command
+from ivr.cli.pin import pin_group
 from ivr.settings import SettingsError
-from ivr.staff_cli import pin_group
 from payments.cli import payments_group
 
 

@@ -35,9 +35,9 @@ from db.call_reports import (
 )
 from db.models import Account
 from db.payment_reports import DayWindow
-from ivr.call_stats import CallStats, compute
+from ivr.cli.call_stats import CallStats, compute
+from ivr.cli.report_window import day_window, fail, window_options
 from ivr.flows.call_flow import CALL_FLOW
-from ivr.report_window import day_window, fail, window_options
 from ivr.services import current_services
 
 __all__ = ["calls_group", "event_label"]
@@ -473,7 +473,7 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
     stats = compute(trails, window.zone)
     click.echo("\n".join(_report(stats, window)))
     if plot is not None:
-        from ivr.call_plot import draw  # matplotlib is loaded only when drawing
+        from ivr.cli.call_plot import draw  # matplotlib is loaded only when drawing
 
         try:
             draw(stats, plot, title=f"{services.settings.utility_name}: calls {window}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ivr.call_stats import CallStats
+from ivr.cli.call_stats import CallStats
 
 __all__ = ["draw"]
 
