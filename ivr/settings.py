@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal, InvalidOperation
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.voices import VoiceError, check_voice
 
 
 class SettingsError(ValueError):
@@ -20,6 +23,14 @@ class SettingsError(ValueError):
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Twilio's card types for <Pay validCardTypes> (https://www.twilio.com/docs/voice/twiml/pay):
+# without the attribute Twilio takes only Visa, Mastercard and Amex.
+CARD_TYPES: Final = ("visa", "mastercard", "amex", "maestro", "discover", "optima", "jcb",
+                     "diners-club", "enroute")  # fmt: skip
+DEFAULT_CARD_TYPES: Final = ("visa", "mastercard", "amex", "discover")
+# The Spanish <Pay> languages Twilio lists for card payments (es-US is not one of them).
+PAY_LANGUAGES_ES: Final = ("es-MX", "es-ES")
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,34 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return int(raw)
 
 
+def _card_types(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_CARD_TYPES
+    types = tuple(dict.fromkeys(raw.lower().replace(",", " ").split()))
+    unknown = [kind for kind in types if kind not in CARD_TYPES]
+    if unknown or not types:
+        raise SettingsError(
+            f"SECUREPAY_CARD_TYPES must name Twilio card types ({' '.join(CARD_TYPES)}), got {raw!r}"
+        )
+    return types
+
+
+def _voice(raw: str | None, language: str, name: str) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return check_voice(raw, language)
+    except VoiceError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     pepper: bytes
     database_url: str | None = None
     twilio_auth_token: str | None = None
+    # The token being replaced, still accepted while a rotation is under way.
+    twilio_auth_token_previous: str | None = field(default=None, repr=False)
     public_url: str | None = None
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
@@ -98,6 +132,10 @@ class Settings:
     prompts_dir: str | None = None
     log_format: str = "console"
     pay_connector: str = "Default"
+    pay_language_es: str = "es-MX"
+    card_types: tuple[str, ...] = DEFAULT_CARD_TYPES
+    voice_en: str | None = None
+    voice_es: str | None = None
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
@@ -145,10 +183,17 @@ class Settings:
         log_format = text("SECUREPAY_LOG_FORMAT") or "console"
         if log_format not in ("console", "json"):
             raise SettingsError(f"SECUREPAY_LOG_FORMAT must be console or json, got {log_format!r}")
+        pay_language_es = text("SECUREPAY_PAY_LANGUAGE_ES") or "es-MX"
+        if pay_language_es not in PAY_LANGUAGES_ES:
+            raise SettingsError(
+                f"SECUREPAY_PAY_LANGUAGE_ES must be one of {', '.join(PAY_LANGUAGES_ES)}, "
+                f"got {pay_language_es!r}"
+            )
         return cls(
             pepper=pepper.encode(),
             database_url=text("SECUREPAY_DATABASE_URL"),
             twilio_auth_token=text("TWILIO_AUTH_TOKEN"),
+            twilio_auth_token_previous=text("TWILIO_AUTH_TOKEN_PREVIOUS"),
             public_url=public_url,
             stripe_api_key=text("STRIPE_API_KEY"),
             stripe_api_base=text("STRIPE_API_BASE"),
@@ -167,6 +212,10 @@ class Settings:
             prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
             log_format=log_format,
             pay_connector=text("SECUREPAY_PAY_CONNECTOR") or "Default",
+            pay_language_es=pay_language_es,
+            card_types=_card_types(text("SECUREPAY_CARD_TYPES")),
+            voice_en=_voice(text("SECUREPAY_VOICE_EN"), "en", "SECUREPAY_VOICE_EN"),
+            voice_es=_voice(text("SECUREPAY_VOICE_ES"), "es", "SECUREPAY_VOICE_ES"),
             new_cards_per_call=_int(env, "SECUREPAY_NEW_CARDS_PER_CALL", 2),
             declines_per_account_day=_int(env, "SECUREPAY_DECLINES_PER_ACCOUNT_DAY", 3),
             declines_per_caller_day=_int(env, "SECUREPAY_DECLINES_PER_CALLER_DAY", 5),

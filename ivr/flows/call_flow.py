@@ -9,8 +9,21 @@ one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at 
 from __future__ import annotations
 
 from ivr.flows import charge, identify, payment, pin
-from ivr.flows.machine import ENTERED, PAY_RESULT, REPEAT, Entry, Flow, Menu, Pay, Say, State, said
-from ivr.flows.menu import member_services_from, notice_then, speak_account_menu
+from ivr.flows.machine import (
+    DIAL_RESULT,
+    ENTERED,
+    PAY_RESULT,
+    REPEAT,
+    Entry,
+    Flow,
+    Menu,
+    Pay,
+    Say,
+    State,
+    Transfer,
+    said,
+)
+from ivr.flows.menu import after_transfer, member_services_from, notice_then, speak_account_menu
 
 CALL_FLOW = Flow.define(
     start="language",
@@ -61,7 +74,7 @@ CALL_FLOW = Flow.define(
               on={"1": payment.save_choice, "2": payment.save_choice, "*": payment.back_from_card,
                   "9": REPEAT},
               guard="verified"),
-        State("card_entry", said("card_entry"), Pay(max_attempts=2),
+        State("card_entry", said("card_entry"), Pay(max_attempts=2, prompts=payment.card_prompts),
               on={PAY_RESULT: payment.card_collected}, guard="verified"),
         State("card_retry", said("card_retry"), Menu(),
               on={"1": payment.retry_card, "2": "account_menu", "9": REPEAT}, guard="verified"),
@@ -74,7 +87,9 @@ CALL_FLOW = Flow.define(
               on={"1": charge.another_method, "2": "account_menu", "9": REPEAT}, guard="verified"),
         State("payment_unknown", said("payment_unknown"), Say(), outcome="payment-unknown"),
         # -- 2.8, 2.9 and the polite ends -------------------------------------------------
-        State("transfer", said("transfer"), Say(dial=True), outcome="transferred"),
+        State("transfer", said("transfer"), Transfer(),
+              on={DIAL_RESULT: after_transfer(("account_menu", "pin_referral"))}, outcome="transferred"),
+        State("transferred", said("goodbye"), Say(), outcome="transferred"),
         State("no_input_goodbye", said("no_input_goodbye"), Say(), outcome="no-input"),
         State("goodbye", said("goodbye"), Say()),
     ],
