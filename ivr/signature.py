@@ -11,7 +11,7 @@ import structlog
 from flask import Request, Response
 from twilio.request_validator import RequestValidator
 
-from ivr import twiml
+from ivr import metrics, twiml
 
 log = structlog.get_logger()
 
@@ -29,6 +29,7 @@ def check_signature(request: Request, auth_token: str, public_url: str | None) -
     url = signed_url(request, public_url)
     if signature and RequestValidator(auth_token).validate(url, request.form, signature):
         return None
+    metrics.signature_rejected("missing" if not signature else "mismatch")
     log.warning(
         "twilio_signature_rejected",
         path=request.path,
