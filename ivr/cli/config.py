@@ -50,6 +50,12 @@ SECRET_FIELDS = frozenset(
 )
 
 _VARIABLE_NAME = re.compile(r"\b(?:SECUREPAY|TWILIO|STRIPE)_[A-Z0-9_]+\b")
+# Variables checked against each other: one bad member sets the group aside.
+_CHECKED_TOGETHER = (
+    frozenset({"SECUREPAY_SMTP_USERNAME", "SECUREPAY_SMTP_PASSWORD"}),
+    frozenset({"SECUREPAY_SMTP_STARTTLS", "SECUREPAY_SMTP_SSL"}),
+    frozenset({"SECUREPAY_PAYMENT_MIN", "SECUREPAY_PAYMENT_MAX"}),
+)
 # Stands in for a missing or bad pepper, so the other variables can still be checked.
 _PLACEHOLDER_PEPPER = "config-check-placeholder-pepper"  # noqa: S105 - not a secret
 
@@ -111,6 +117,9 @@ def _all_errors(env: Mapping[str, str]) -> list[str]:
             message = str(exc)
             errors.append(message)
             named = set(_VARIABLE_NAME.findall(message))
+            for group in _CHECKED_TOGETHER:  # set a pair aside whole: no error follows from half
+                if {name.removesuffix("_FILE") for name in named} & group:
+                    named |= group
             before = dict(probe)
             for name in list(probe):
                 if name in named or name.removesuffix("_FILE") in named:
