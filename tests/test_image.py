@@ -24,7 +24,7 @@ from typing import Any
 
 import dockerfile
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from tests.conftest import TEST_ENV
 from tests.server_process import free_port
