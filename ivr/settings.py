@@ -136,6 +136,7 @@ class Settings:
     smtp_ssl: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    smtp_ca_file: str | None = None
     templates_dir: str | None = None
     metrics_enabled: bool = False
     audit_anchor_file: str | None = None
@@ -224,6 +225,7 @@ class Settings:
             smtp_ssl=smtp_ssl,
             smtp_username=smtp_username,
             smtp_password=smtp_password,
+            smtp_ca_file=text("SECUREPAY_SMTP_CA_FILE"),
             templates_dir=text("SECUREPAY_TEMPLATES_DIR"),
             metrics_enabled=_flag(env, "SECUREPAY_METRICS"),
             audit_anchor_file=text("SECUREPAY_AUDIT_ANCHOR_FILE"),

@@ -293,6 +293,12 @@ def smtp_sender_for(settings: Settings) -> SmtpReceiptSender | None:
     if settings.smtp_host is None:
         return None
     security: SmtpSecurity = "ssl" if settings.smtp_ssl else "starttls" if settings.smtp_starttls else "none"
+    context = None
+    if settings.smtp_ca_file is not None and security != "none":
+        try:
+            context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"SECUREPAY_SMTP_CA_FILE cannot be used: {type(exc).__name__}") from None
     return SmtpReceiptSender(
         settings.smtp_host,
         settings.smtp_port,
@@ -300,6 +306,7 @@ def smtp_sender_for(settings: Settings) -> SmtpReceiptSender | None:
         security=security,
         username=settings.smtp_username,
         password=settings.smtp_password,
+        ssl_context=context,
     )
 
 
