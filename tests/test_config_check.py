@@ -208,3 +208,13 @@ def test_shell_completion_scripts_are_generated_as_the_readme_says(shell: str, m
     assert result.returncode == 0
     assert marker in result.stdout
     assert f"_SECUREPAY_COMPLETE={shell}_source securepay" in (REPO / "README.md").read_text()
+
+
+def test_changelog_releases_are_dated_and_the_newest_is_the_package_version() -> None:
+    headings = re.findall(r"^## (.+)$", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert headings[0] == "Unreleased"
+    releases = headings[1:]
+    assert releases, "no release heading"
+    for heading in releases:
+        assert re.fullmatch(r"\d+\.\d+\.\d+ - \d{4}-\d{2}-\d{2}", heading), heading
+    assert releases[0].split(" - ")[0] == version("securepay")
