@@ -27,7 +27,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -137,8 +136,9 @@ def on_starting(server: Any) -> None:
     """Start with an empty metrics directory: files of an earlier run would be added in."""
     if _METRICS:
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, mode=0o700)
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        for stale in folder.glob("*.db"):  # only prometheus-client's files, whatever the folder
+            stale.unlink()
 
 
 def child_exit(server: Any, worker: Any) -> None:
