@@ -133,6 +133,9 @@ def test_calls_payments_pin_failures_lockouts_and_forgeries_are_counted_without_
     # A forged webhook, unsigned.
     forged = metered.test_client().post("/ivr/voice", data={"CallSid": "CA" + "0" * 32, "From": CALLER})
     assert forged.status_code == 403
+    # Made-up paths are one label, not one each.
+    for n in range(3):
+        assert metered.test_client().post(f"/ivr/made-up-{n}").status_code == 404
 
     after = scrape(metered)
     assert grew(before, after, "securepay_payments_total", outcome="succeeded") == 1
@@ -150,6 +153,7 @@ def test_calls_payments_pin_failures_lockouts_and_forgeries_are_counted_without_
     assert grew(before, after, webhooks, step="voice", status="403") == 1
     assert grew(before, after, webhooks, step="pin_entry", status="200") >= 7
     assert grew(before, after, webhooks, step="confirm", status="200") == 2
+    assert grew(before, after, webhooks, step="unknown", status="404") == 3
     # The processor: every charge timed (the declined one and the paid one).
     assert grew(before, after, "securepay_processor_duration_seconds_count", operation="charge") == 2
     assert_no_member_data_in_labels(after)

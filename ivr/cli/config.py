@@ -205,9 +205,8 @@ def check_command(quiet: bool, commands_only: bool) -> None:
         click.echo(f"securepay {build().describe()}")
     for error in result.errors:
         click.echo(f"error: {error}", err=True)
-    if result.errors:
+    if result.errors or result.settings is None:
         raise click.exceptions.Exit(2)
-    assert result.settings is not None  # noqa: S101 - no error means the settings were built
     if not quiet:
         rows = list(_lines(result.settings))
         width = max(len(name) for name, _ in rows)

@@ -154,7 +154,7 @@ def _registry(services: Services) -> CollectorRegistry:
 
 def init_app(app: Flask, services: Services) -> None:
     """Serve ``/metrics`` and time the webhooks (``create_app`` calls this when enabled)."""
-    REGISTRY_IN_USE = _registry(services)  # noqa: N806 - built once per app
+    registry = _registry(services)
     WORKERS.set(1)
 
     @app.before_request
@@ -165,7 +165,10 @@ def init_app(app: Flask, services: Services) -> None:
     def _observe(response: Response) -> Response:
         started = g.get("securepay_started")
         if started is not None and request.path.startswith("/ivr/"):
-            step = g.get("securepay_step") or request.path.removeprefix("/ivr/")
+            # The flow state, else the route (voice, status): never the path itself, which
+            # a stranger chooses (a label per made-up path would grow without bound).
+            route = (request.endpoint or "unknown").removeprefix("ivr.")
+            step = g.get("securepay_step") or route
             WEBHOOK_SECONDS.labels(label(step), str(response.status_code)).observe(
                 time.perf_counter() - started
             )
@@ -175,5 +178,5 @@ def init_app(app: Flask, services: Services) -> None:
     def metrics() -> Response:
         if request.headers.get("X-Forwarded-For") or request.headers.get("Forwarded"):
             abort(404)  # came through the public proxy: not served there
-        return Response(generate_latest(REGISTRY_IN_USE), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
