@@ -289,3 +289,26 @@ def test_the_timers_jobs_run_through_the_entrypoint(tmp_path: Path) -> None:
     assert "chain intact" in verified.stdout and "1 anchor matched" in verified.stdout
     unknown = entrypoint("job", "nothing", env=env)
     assert unknown.returncode == 2 and "unknown job 'nothing'" in unknown.stderr
+
+
+def test_every_repeats_a_job_until_it_is_stopped(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert entrypoint("migrate", env=env).returncode == 0
+    anchors = tmp_path / "anchors.jsonl"
+    process = subprocess.Popen(  # noqa: S603 - our own script
+        [str(ENTRYPOINT), "every", "1", "job", "anchor"], env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not anchors.exists() or len(anchors.read_text().splitlines()) < 2:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert code == 0  # stopped cleanly, as `docker compose stop` would
