@@ -29,7 +29,7 @@ from ivr.softphone.walker import walk
 from tests.conftest import TEST_ENV
 from tests.fakes import FakeClock
 from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
-from tests.members import PIN, Member, add_members
+from tests.members import OTHER_SSN, PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"
 OTHER_CALLER = "+12025550166"
@@ -157,6 +157,17 @@ def test_calls_payments_pin_failures_lockouts_and_forgeries_are_counted_without_
     # The processor: every charge timed (the declined one and the paid one).
     assert grew(before, after, "securepay_processor_duration_seconds_count", operation="charge") == 2
     assert_no_member_data_in_labels(after)
+
+
+def test_ssn_failures_are_counted_apart_from_pin_failures(metered: Flask, phone: Softphone) -> None:
+    add_members(metered, Member(ACCOUNT, phones=[CALLER]))
+    before = scrape(metered)
+    phone.call(CALLER, ["1", "1", "9999", "2", OTHER_SSN])  # wrong PIN, "forgot", wrong SSN
+    after = scrape(metered)
+    assert grew(before, after, "securepay_credential_failures_total", kind="pin", reason="mismatch") == 1
+    assert grew(before, after, "securepay_credential_failures_total", kind="ssn", reason="mismatch") == 1
+    for (_, labels) in after:
+        assert all(SSN not in text and OTHER_SSN not in text for _, text in labels)
 
 
 def test_portal_429s_are_counted(metered: Flask) -> None:
