@@ -1,5 +1,9 @@
 """Prometheus metrics at ``GET /metrics``: off unless ``SECUREPAY_METRICS=on``.
 
+This module holds the metrics and the one-line calls that feed them (no Flask, so
+``db/`` and ``payments/`` may call them); ``ivr.metrics.web`` serves the endpoint and
+times the webhooks.
+
 Under gunicorn each worker is a process of its own, so the metrics are kept in
 prometheus-client's multiprocess mode: every worker writes its counters to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (``gunicorn.conf.py`` sets it, clears it when the master
