@@ -29,6 +29,7 @@ from ivr.softphone.walker import walk
 from tests.conftest import TEST_ENV
 from tests.fakes import FakeClock
 from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
+from tests.ledger_factory import Ledger, add_account
 from tests.members import OTHER_SSN, PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"
@@ -212,6 +213,14 @@ def test_database_gauges_are_read_at_scrape_time(
     assert value(now, "securepay_audit_head_seq") == head > 0
     assert value(now, "securepay_audit_last_anchor_age_seconds") == 90 * 60
     assert value(now, "securepay_receipts_pending") == 0
+    # Receipts pending: payments of the last 7 days to an account with an address, unsent.
+    ledger = Ledger(services.sessions)
+    with_email = add_account(services.sessions, "30048217", email="maria.rivera@example.com")
+    without = add_account(services.sessions, "30048218")
+    ledger.pay(with_email, 5000, at=clock.now())
+    ledger.pay(with_email, 6000, at=clock.now() - timedelta(days=8))  # too old to send now
+    ledger.pay(without, 7000, at=clock.now())
+    assert value(scrape(metered), "securepay_receipts_pending") == 1
 
     clock.advance(timedelta(hours=2))  # no step for two hours: no longer in progress
     later = scrape(metered)
