@@ -75,6 +75,34 @@ def _cents(name: str, raw: str) -> int:
     return int(amount * 100)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE + _FALSE:
+        raise SettingsError(f"{name} must be on or off (true/false, 1/0, yes/no), got {raw!r}")
+    return raw in _TRUE
+
+
+def _from_file(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME``, else the content of the file ``NAME_FILE`` names (trailing newline dropped)."""
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n") or None
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -142,6 +170,14 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_ca_file: str | None = None
+    templates_dir: str | None = None
+    metrics_enabled: bool = False
+    audit_anchor_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -189,6 +225,18 @@ class Settings:
                 f"SECUREPAY_PAY_LANGUAGE_ES must be one of {', '.join(PAY_LANGUAGES_ES)}, "
                 f"got {pay_language_es!r}"
             )
+        smtp_starttls = _flag(env, "SECUREPAY_SMTP_STARTTLS")
+        smtp_ssl = _flag(env, "SECUREPAY_SMTP_SSL")
+        if smtp_starttls and smtp_ssl:
+            raise SettingsError(
+                "SECUREPAY_SMTP_STARTTLS and SECUREPAY_SMTP_SSL exclude each other: choose one"
+            )
+        smtp_username = text("SECUREPAY_SMTP_USERNAME")
+        smtp_password = _from_file(env, "SECUREPAY_SMTP_PASSWORD")
+        if (smtp_username is None) != (smtp_password is None):
+            raise SettingsError(
+                "SECUREPAY_SMTP_USERNAME and SECUREPAY_SMTP_PASSWORD go together: set both or neither"
+            )
         return cls(
             pepper=pepper.encode(),
             database_url=text("SECUREPAY_DATABASE_URL"),
@@ -220,6 +268,14 @@ class Settings:
             declines_per_account_day=_int(env, "SECUREPAY_DECLINES_PER_ACCOUNT_DAY", 3),
             declines_per_caller_day=_int(env, "SECUREPAY_DECLINES_PER_CALLER_DAY", 5),
             smtp_host=text("SECUREPAY_SMTP_HOST"),
-            smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
+            smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 465 if smtp_ssl else 587 if smtp_starttls else 25),
             receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",
+            smtp_starttls=smtp_starttls,
+            smtp_ssl=smtp_ssl,
+            smtp_username=smtp_username,
+            smtp_password=smtp_password,
+            smtp_ca_file=text("SECUREPAY_SMTP_CA_FILE"),
+            templates_dir=text("SECUREPAY_TEMPLATES_DIR"),
+            metrics_enabled=_flag(env, "SECUREPAY_METRICS"),
+            audit_anchor_file=text("SECUREPAY_AUDIT_ANCHOR_FILE"),
         )

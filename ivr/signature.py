@@ -19,7 +19,7 @@ import structlog
 from flask import Request, Response
 from twilio.request_validator import RequestValidator
 
-from ivr import twiml
+from ivr import metrics, twiml
 
 log = structlog.get_logger()
 
@@ -42,6 +42,7 @@ def check_signature(
         RequestValidator(token).validate(url, request.form, signature) for token in auth_tokens
     ):
         return None
+    metrics.signature_rejected("missing" if not signature else "mismatch")
     log.warning(
         "twilio_signature_rejected",
         path=request.path,

@@ -17,6 +17,7 @@ from ivr import twiml
 from ivr.flows.engine import Input
 from ivr.flows.ports import CallRecord
 from ivr.logs import bind_call, clear_call
+from ivr.metrics.web import step_is
 from ivr.services import current_services
 from ivr.signature import check_signature
 
@@ -135,6 +136,7 @@ def step() -> Response:
         if call is None:
             log.warning("step_for_unknown_call")
             return _xml(_apology())
+        step_is(call.state)
         ctx = services.context(call, uow)
         reply = services.flow_engine.handle(ctx, Input(step_number, _digits(), _pay_payload()))
         uow.calls.save(ctx.call)
