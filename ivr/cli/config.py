@@ -36,6 +36,7 @@ __all__ = ["check", "config_group", "mask", "shown_value", "variable_of"]
 # Fields whose variable is not SECUREPAY_ + the field's name in capitals.
 _VARIABLES = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_auth_token_previous": "TWILIO_AUTH_TOKEN_PREVIOUS",
     "stripe_api_key": "STRIPE_API_KEY",
     "stripe_api_base": "STRIPE_API_BASE",
     "payment_min_cents": "SECUREPAY_PAYMENT_MIN",
@@ -46,7 +47,14 @@ _VARIABLES = {
 # Fields that hold a secret (SECURITY 19a). When the settings hold secrets in a type of
 # their own, ``mask`` is the place to recognise it.
 SECRET_FIELDS = frozenset(
-    {"pepper", "twilio_auth_token", "stripe_api_key", "portal_token", "smtp_password"}
+    {
+        "pepper",
+        "twilio_auth_token",
+        "twilio_auth_token_previous",
+        "stripe_api_key",
+        "portal_token",
+        "smtp_password",
+    }
 )
 
 _VARIABLE_NAME = re.compile(r"\b(?:SECUREPAY|TWILIO|STRIPE)_[A-Z0-9_]+\b")
