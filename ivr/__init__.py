@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.flows.engine import FlowEngine
     from ivr.flows.pin_policy import PinPolicy
     from ivr.logs import configure_logging
-    from ivr.pinhash import Argon2PinHasher
+    from ivr.pinhash import Argon2PinHasher, DeferredPinHasher
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
     from payments.receipts import build_receipt_dispatcher
@@ -42,10 +42,12 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         settings = Settings.from_env(os.environ)
     if not cli and settings.twilio_auth_token is None:
         raise SettingsError("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+    if not cli:
+        settings.require_pepper()  # the webhooks hash PINs: refuse to start without it
     configure_logging(settings.log_format)
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    url = settings.database_url
+    url = None if settings.database_url is None else settings.database_url.reveal()
     if url is None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(app.instance_path) / 'securepay.db'}"
@@ -54,11 +56,15 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
+    # Built on first use: commands that hash nothing run without the pepper (SECURITY 19a).
+    hasher = DeferredPinHasher(lambda: Argon2PinHasher(settings.require_pepper().reveal_bytes()))
+    if not cli:
+        hasher.dummy_verify()  # the web app builds it now, not on the first caller's PIN
     Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        hasher=Argon2PinHasher(settings.pepper),
+        hasher=hasher,
         clock=clock,
         catalog=catalog,
         policy=policy,
@@ -86,7 +92,7 @@ def _gateway(settings: Settings) -> PaymentGateway | None:
     if settings.stripe_api_key is None:
         return None
     client = build_stripe_client(
-        settings.stripe_api_key,
+        settings.stripe_api_key.reveal(),
         settings.stripe_api_base,
         max_network_retries=PROCESSOR_RETRIES,
         timeout=PROCESSOR_TIMEOUT_SECONDS,

@@ -3,6 +3,12 @@
 Every variable of the contract (section 6) lives here, validated at start-up: a bad
 value is a one-line ``SettingsError`` naming the variable. Nothing else in the code
 reads ``os.environ``.
+
+Secrets (``SECRET_VARIABLES``) are held as ``ivr.secrets.Secret``, masked wherever the
+settings are printed, and each may come from ``NAME``, a file named by ``NAME_FILE`` or
+systemd's ``$CREDENTIALS_DIRECTORY/NAME`` (SECURITY 19a). The pepper is optional here:
+only what hashes needs it (``require_pepper``), so staff and auditor commands run
+without it.
 """
 
 from __future__ import annotations
@@ -14,9 +20,29 @@ from datetime import time
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.secrets import Secret, SecretSourceError, read_secret
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+# The variables that hold secrets; each also reads NAME_FILE and a systemd credential.
+SECRET_VARIABLES = (
+    "SECUREPAY_PEPPER",
+    "TWILIO_AUTH_TOKEN",
+    "STRIPE_API_KEY",
+    "SECUREPAY_PORTAL_TOKEN",
+    "SECUREPAY_DATABASE_URL",  # may carry the database password
+)
+PEPPER_MIN_LENGTH = 16
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    try:
+        return read_secret(env, name)
+    except SecretSourceError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -75,13 +101,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
 
 @dataclass(frozen=True)
 class Settings:
-    pepper: bytes
-    database_url: str | None = None
-    twilio_auth_token: str | None = None
+    pepper: Secret | None = None  # None: nothing that hashes may run (``require_pepper``)
+    database_url: Secret | None = None
+    twilio_auth_token: Secret | None = None
     public_url: str | None = None
-    stripe_api_key: str | None = None
+    stripe_api_key: Secret | None = None
     stripe_api_base: str | None = None
-    portal_token: str | None = None
+    portal_token: Secret | None = None
     utility_name: str = "Demo Electric Cooperative"
     member_services_number: str = "+12025550100"
     business_hours: BusinessHours = field(
@@ -105,6 +131,12 @@ class Settings:
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
 
+    def require_pepper(self) -> Secret:
+        """The pepper, for what hashes PINs and SSN digits; a ``SettingsError`` without it."""
+        if self.pepper is None:
+            raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
+        return self.pepper
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; raise ``SettingsError`` on bad input."""
@@ -113,11 +145,11 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
-        pepper = text("SECUREPAY_PEPPER")
-        if pepper is None:
-            raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
-        if len(pepper) < 16:
-            raise SettingsError("SECUREPAY_PEPPER must be at least 16 characters long")
+        pepper = _secret(env, "SECUREPAY_PEPPER")
+        if pepper is not None and len(pepper) < PEPPER_MIN_LENGTH:
+            raise SettingsError(
+                f"{pepper.source} must be at least {PEPPER_MIN_LENGTH} characters long"
+            )
         public_url = text("SECUREPAY_PUBLIC_URL")
         if public_url is not None:
             if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
@@ -146,13 +178,13 @@ class Settings:
         if log_format not in ("console", "json"):
             raise SettingsError(f"SECUREPAY_LOG_FORMAT must be console or json, got {log_format!r}")
         return cls(
-            pepper=pepper.encode(),
-            database_url=text("SECUREPAY_DATABASE_URL"),
-            twilio_auth_token=text("TWILIO_AUTH_TOKEN"),
+            pepper=pepper,
+            database_url=_secret(env, "SECUREPAY_DATABASE_URL"),
+            twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
             public_url=public_url,
-            stripe_api_key=text("STRIPE_API_KEY"),
+            stripe_api_key=_secret(env, "STRIPE_API_KEY"),
             stripe_api_base=text("STRIPE_API_BASE"),
-            portal_token=text("SECUREPAY_PORTAL_TOKEN"),
+            portal_token=_secret(env, "SECUREPAY_PORTAL_TOKEN"),
             utility_name=text("SECUREPAY_UTILITY_NAME") or "Demo Electric Cooperative",
             member_services_number=member_services,
             business_hours=hours,

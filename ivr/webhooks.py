@@ -42,7 +42,7 @@ def _verify_twilio() -> Response | None:
     token = settings.twilio_auth_token
     if token is None:  # only in a CLI-built app: the webhooks are off without a token
         return _xml(twiml.empty(), 403)
-    refused = check_signature(request, token, settings.public_url)
+    refused = check_signature(request, token.reveal(), settings.public_url)
     if refused is not None:
         return refused
     sid = request.form.get("CallSid", "")
