@@ -61,6 +61,7 @@ def import_accounts_command(file: Path, legacy_pin_from_ssn: bool) -> None:
     the exit status is then 1, so scripts notice. A missing file or an unusable header
     row writes nothing and exits with status 1.
     """
+    current_services().settings.require_pepper()  # SSN digits and PINs are hashed: before any row
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
