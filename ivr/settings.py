@@ -120,6 +120,8 @@ class Settings:
     pin_failures_per_account: int = 5
     pin_failure_window_hours: int = 24
     caller_failures_per_hour: int = 10
+    withheld_failures_per_hour: int = 10  # all withheld/invalid caller IDs together
+    line_failures_per_hour: int = 100  # the line-wide PIN failure alarm
     pin_blocklist_file: str | None = None
     prompts_dir: str | None = None
     log_format: str = "console"
@@ -195,6 +197,8 @@ class Settings:
             pin_failures_per_account=_int(env, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT", 5),
             pin_failure_window_hours=_int(env, "SECUREPAY_PIN_FAILURE_WINDOW_HOURS", 24),
             caller_failures_per_hour=_int(env, "SECUREPAY_CALLER_FAILURES_PER_HOUR", 10),
+            withheld_failures_per_hour=_int(env, "SECUREPAY_WITHHELD_FAILURES_PER_HOUR", 10),
+            line_failures_per_hour=_int(env, "SECUREPAY_LINE_FAILURES_PER_HOUR", 100),
             pin_blocklist_file=text("SECUREPAY_PIN_BLOCKLIST_FILE"),
             prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
             log_format=log_format,
