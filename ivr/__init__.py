@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     configure_logging(settings.log_format)
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    _trust_proxies(app, settings.proxy_count)
     url = None if settings.database_url is None else settings.database_url.reveal()
     if url is None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,22 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(portal.bp)
     return app
+
+
+def _trust_proxies(app: Flask, count: int) -> None:
+    """Behind ``count`` proxies (``SECUREPAY_PROXY_COUNT``), take the client's address and
+    scheme from the last ``count`` X-Forwarded-For / X-Forwarded-Proto entries.
+
+    Without it every portal client is the proxy's 127.0.0.1: one rate-limit bucket for
+    the world, and security log lines that name no one. With it, only what the trusted
+    proxies appended is believed: a client's own X-Forwarded-For stays to the left of
+    them and is ignored. Host comes from the proxy's ``Host`` header (deploy/nginx.conf).
+    """
+    if count <= 0:
+        return
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
 
 
 # Twilio gives a webhook 15 s. A charge may take a try, one retry with the same key and a

@@ -132,6 +132,8 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
+    # Proxies in front of the app that set X-Forwarded-For/-Proto (nginx: 1). 0 trusts none.
+    proxy_count: int = 0
 
     def require_pepper(self) -> Secret:
         """The pepper, for what hashes PINs and SSN digits; a ``SettingsError`` without it."""
@@ -209,4 +211,5 @@ class Settings:
             smtp_host=text("SECUREPAY_SMTP_HOST"),
             smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
             receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",
+            proxy_count=_int(env, "SECUREPAY_PROXY_COUNT", 0, minimum=0),
         )
