@@ -135,6 +135,13 @@ class Settings:
     # Proxies in front of the app that set X-Forwarded-For/-Proto (nginx: 1). 0 trusts none.
     proxy_count: int = 0
 
+    def require_web(self) -> None:
+        """What the web service needs to start (the webhooks verify and hash); else a
+        ``SettingsError`` naming the variable. ``create_app`` and gunicorn's master check it."""
+        if self.twilio_auth_token is None:
+            raise SettingsError("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+        self.require_pepper()
+
     def require_pepper(self) -> Secret:
         """The pepper, for what hashes PINs and SSN digits; a ``SettingsError`` without it."""
         if self.pepper is None:
