@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from alembic.util import CommandError
 from flask.cli import with_appcontext
 
 from db import migrate
@@ -34,7 +35,10 @@ def upgrade_command(revision: str) -> None:
     """Create the schema, or migrate it to the newest revision."""
     engine = current_services().engine
     url = engine.url.render_as_string(hide_password=False)
-    migrate.upgrade(url, revision)
+    try:
+        migrate.upgrade(url, revision)
+    except CommandError as exc:  # a revision that is not there, a broken chain
+        raise click.ClickException(f"the migrations cannot run: {str(exc).splitlines()[0]}") from None
     shown = engine.url.render_as_string(hide_password=True)
     click.echo(f"{shown}: at revision {migrate.current(url)}")
 
