@@ -176,7 +176,7 @@ def create_batch(
     session.flush()
     conditions = [
         Payment.batch_id.is_(None),
-        Payment.taken_at < now,
+        Payment.taken_at <= now,
         Payment.status.in_(COUNTED_PAYMENT_STATUSES),
     ]
     if since is not None:
