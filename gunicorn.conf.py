@@ -59,8 +59,16 @@ def _whole(name: str, default: int) -> int:
     return int(raw)
 
 
+def _serves_the_app() -> bool:
+    """Whether this gunicorn serves ``ivr:create_app()``; the fallback app
+    (``ivr.fallback:create_fallback_app()``) needs none of its settings."""
+    return any(arg.startswith("ivr:create_app") for arg in sys.argv[1:])
+
+
 def _check_app_settings() -> None:
     """The app's own settings, as every worker's ``create_app()`` will read them."""
+    if not _serves_the_app():
+        return
     try:
         Settings.from_env(os.environ).require_web()
     except SettingsError as exc:

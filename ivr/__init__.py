@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     # Built on first use: commands that hash nothing run without the pepper (SECURITY 19a).
     hasher = DeferredPinHasher(lambda: Argon2PinHasher(settings.require_pepper().reveal_bytes()))
     if not cli:
-        hasher.dummy_verify()  # the web app builds it now, not on the first caller's PIN
+        hasher.build()  # the web app builds it now, not on the first caller's PIN
     Services(
         settings=settings,
         engine=engine,

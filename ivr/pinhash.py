@@ -101,6 +101,10 @@ class DeferredPinHasher:
     def built(self) -> bool:
         return self._built is not None
 
+    def build(self) -> None:
+        """Build the hasher now (the web app, at start: not on the first caller's PIN)."""
+        self._hasher()
+
     def _hasher(self) -> PinHasher:
         if self._built is None:
             with self._lock:
