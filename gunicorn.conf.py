@@ -20,6 +20,11 @@ explicit. Every choice is explained in the README, section Production; in short:
   no digit run of a path (the portal API has account numbers in its paths).
 - ``worker_exit`` stops the receipt dispatcher: receipts being sent finish, queued ones
   stay pending for ``securepay payments send-receipts``.
+- Settings are checked here, in the master, before any worker is forked: a bad or
+  missing one is one line on stderr naming the variable, and the master exits with
+  status 78 (``EX_CONFIG``), which ``deploy/securepay.service`` will not restart
+  (``RestartPreventExitStatus=``). Without this each worker printed a traceback and
+  gunicorn exited 3, restarted by systemd forever.
 """
 
 from __future__ import annotations
@@ -27,14 +32,24 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from gunicorn import glogging  # type: ignore[import-untyped]
 
 from ivr.logs import configure_logging
+from ivr.settings import Settings, SettingsError
+
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= names it (no restart loop).
+CONFIG_ERROR_EXIT = 78
+
+
+def _refuse(message: str) -> NoReturn:
+    print(f"securepay: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(CONFIG_ERROR_EXIT)  # not an Exception: gunicorn adds no traceback
 
 
 def _whole(name: str, default: int) -> int:
@@ -42,8 +57,24 @@ def _whole(name: str, default: int) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+        _refuse(f"{name} must be a whole number of at least 1, got {raw!r}")
     return int(raw)
+
+
+def _serves_the_app() -> bool:
+    """Whether this gunicorn serves ``ivr:create_app()``; the fallback app
+    (``ivr.fallback:create_fallback_app()``) needs none of its settings."""
+    return any(arg.startswith("ivr:create_app") for arg in sys.argv[1:])
+
+
+def _check_app_settings() -> None:
+    """The app's own settings, as every worker's ``create_app()`` will read them."""
+    if not _serves_the_app():
+        return
+    try:
+        Settings.from_env(os.environ).require_web()
+    except SettingsError as exc:
+        _refuse(str(exc))
 
 
 bind = [part.strip() for part in os.environ.get("SECUREPAY_BIND", "127.0.0.1:8000").split(",")]
@@ -68,6 +99,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 # would share its path. Signals (TERM, HUP, TTIN/TTOU) do the same work.
 control_socket_disable = True
 loglevel = os.environ.get("SECUREPAY_GUNICORN_LOGLEVEL", "info")
+_check_app_settings()
 
 # Digit runs in a path, except an API version (``/v1/``): account numbers, ids.
 _PATH_DIGITS = re.compile(r"(?<!/v)\d+")

@@ -16,19 +16,25 @@ whole webhook. The unique ``seq`` makes a fork impossible even if the lock were 
 ``verify`` walks the chain by ``seq`` and names the first problem. An administrator who
 can write the table can also recompute every hash after the one changed; anchors (the
 head's ``seq`` and ``hash``, kept where that administrator cannot write) catch that.
+
+Verify and export read the hashed columns raw (``read_stored``): the text the database
+holds, decoded here column by column, not through the ORM's types. A value a tamperer or
+a bad disk left that no type can read (invalid JSON in ``detail``, a word in
+``occurred_at``, bytes that are not UTF-8) is then a named event ("its content cannot be
+read (occurred_at: not a time ...)"), not a traceback from the result processing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, LargeBinary, Select, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent
@@ -42,6 +48,7 @@ __all__ = [
     "ChainProblem",
     "Head",
     "ProblemKind",
+    "StoredEvent",
     "Verification",
     "append",
     "canonical",
@@ -50,6 +57,7 @@ __all__ = [
     "make_anchor",
     "read_anchors",
     "read_head",
+    "read_stored",
     "verify",
 ]
 
@@ -249,8 +257,9 @@ def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
     """Walk the chain by ``seq``, recompute every hash, and stop at the first problem.
 
     Per event, in this order: its position (a gap is a removal, a repeated or backward
-    seq an insertion), its link to the event before, its own hash, and any anchor at its
-    seq. After the walk, an anchor past the head means the tail was cut off.
+    seq an insertion), its link to the event before, its own hash (an event whose
+    content cannot be read is changed), and any anchor at its seq. After the walk, an
+    anchor past the head means the tail was cut off.
     """
     anchored: dict[int, list[Anchor]] = {}
     for anchor in anchors:
@@ -259,29 +268,22 @@ def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
     count = 0
     prev = Head(0, GENESIS)
     before_prev: str | None = None
-    rows = session.scalars(
-        select(AuditEvent).order_by(AuditEvent.seq, AuditEvent.id).execution_options(yield_per=1000)
-    )
-    try:
-        for event in rows:
-            count += 1
-            problem = _problem_at(event, prev, before_prev)
-            if problem is None:
-                for anchor in anchored.pop(event.seq, []):
-                    if anchor.head_hash != event.hash:
-                        problem = ChainProblem(
-                            event.seq, ProblemKind.REWRITTEN,
-                            f"the anchor of {_iso_utc(anchor.at)} has another hash for it",
-                        )
-                        break
-                    checked += 1
-            if problem is not None:
-                return Verification(count, prev, checked, problem)
-            before_prev = prev.hash
-            prev = Head(event.seq, event.hash)
-            session.expunge(event)
-    finally:
-        rows.close()
+    for event in read_stored(session):
+        count += 1
+        problem = _problem_at(event, prev, before_prev)
+        if problem is None and event.seq is not None:  # (an unreadable seq is a problem)
+            for anchor in anchored.pop(event.seq, []):
+                if anchor.head_hash != event.hash:
+                    problem = ChainProblem(
+                        event.seq, ProblemKind.REWRITTEN,
+                        f"the anchor of {_iso_utc(anchor.at)} has another hash for it",
+                    )
+                    break
+                checked += 1
+        if problem is not None:
+            return Verification(count, prev, checked, problem)
+        before_prev = prev.hash
+        prev = Head(event.seq or 0, event.hash)
     for seq in sorted(anchored):
         if seq == 0:  # an anchor of the empty chain: nothing to find
             checked += len(anchored[seq])
@@ -294,8 +296,14 @@ def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
     return Verification(count, prev, checked, None)
 
 
-def _problem_at(event: AuditEvent, prev: Head, before_prev: str | None) -> ChainProblem | None:
+def _problem_at(event: StoredEvent, prev: Head, before_prev: str | None) -> ChainProblem | None:
     """What is wrong with ``event`` coming after ``prev``: its position, link, own hash."""
+    if event.seq is None:
+        return ChainProblem(
+            prev.seq + 1, ProblemKind.CHANGED,
+            f"the event after seq {prev.seq} (row id {event.id}): its content cannot be read "
+            f"({event.why_unreadable})",
+        )
     if event.seq <= prev.seq:
         return ChainProblem(
             event.seq, ProblemKind.INSERTED,
@@ -306,9 +314,129 @@ def _problem_at(event: AuditEvent, prev: Head, before_prev: str | None) -> Chain
         return ChainProblem(
             prev.seq + 1, ProblemKind.REMOVED, f"seq {missing} missing (the chain jumps to {event.seq})"
         )
-    own_hash_ok = event_hash(content_of(event)) == event.hash
+    if event.content is None:  # whatever else is wrong with it, this is what an auditor sees
+        return ChainProblem(
+            event.seq, ProblemKind.CHANGED, f"its content cannot be read ({event.why_unreadable})"
+        )
+    own_hash_ok = event_hash(event.content) == event.hash
     if event.prev_hash != prev.hash:
         return _link_problem(event.seq, prev.seq, event.prev_hash, before_prev, own_hash_ok)
     if not own_hash_ok:
         return ChainProblem(event.seq, ProblemKind.CHANGED, "its hash no longer matches its content")
     return None
+
+
+# --- reading raw ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the database holds it: each hashed column's raw text, and its content
+    decoded from that text (``None`` when a column cannot be read: ``unreadable`` says
+    which and why). ``seq`` is ``None`` when the seq itself cannot be read."""
+
+    id: int
+    seq: int | None
+    prev_hash: str
+    hash: str
+    raw: Mapping[str, str | None]
+    content: Mapping[str, Any] | None
+    unreadable: tuple[str, ...]
+
+    @property
+    def why_unreadable(self) -> str:
+        return "; ".join(self.unreadable)
+
+
+# The longest piece of a raw value quoted in a reason (an auditor needs a glimpse).
+QUOTE_CHARS = 40
+_INTEGER_COLUMNS = frozenset({"seq", "account_id"})
+_BOOLEANS = {"1": True, "true": True, "t": True, "0": False, "false": False, "f": False}
+
+
+def _quote(raw: str) -> str:
+    return repr(raw if len(raw) <= QUOTE_CHARS else raw[:QUOTE_CHARS] + "…")
+
+
+def _decode(name: str, raw: str) -> Any:
+    """One hashed column's value from its stored text; ``ValueError`` naming what it is not."""
+    if name in _INTEGER_COLUMNS:
+        if not raw.strip().lstrip("-").isdigit():
+            raise ValueError(f"not a whole number ({_quote(raw)})")
+        return int(raw)
+    if name == "success":
+        if raw.strip().lower() not in _BOOLEANS:
+            raise ValueError(f"not true or false ({_quote(raw)})")
+        return _BOOLEANS[raw.strip().lower()]
+    if name == "occurred_at":
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise ValueError(f"not a time ({_quote(raw)})") from None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if name == "detail":
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise ValueError(f"not JSON ({reason})") from None
+    return raw
+
+
+def _raw_column(name: str, dialect: str) -> ColumnElement[Any]:
+    column = AuditEvent.__table__.c[name]
+    # SQLite: as bytes, so text that is not UTF-8 is ours to report (the driver would raise
+    # while fetching); PostgreSQL validates its encoding, and its text form is exact.
+    if dialect == "sqlite":
+        return cast(column, LargeBinary).label(name)
+    return cast(column, Text).label(name)
+
+
+def _stored_query(dialect: str) -> Select[Any]:
+    columns = [_raw_column(name, dialect) for name in (*HASHED_FIELDS, "hash")]
+    return select(AuditEvent.__table__.c.id, *columns)
+
+
+def _stored(row: Mapping[Any, Any]) -> StoredEvent:
+    raw: dict[str, str | None] = {}
+    content: dict[str, Any] = {}
+    unreadable: list[str] = []
+    for name in (*HASHED_FIELDS, "hash"):
+        value = row[name]
+        if isinstance(value, bytes | memoryview):
+            data = bytes(value)
+            try:
+                value = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raw[name] = data.decode("utf-8", errors="backslashreplace")
+                unreadable.append(f"{name}: not UTF-8 text")
+                continue
+        raw[name] = value
+        if name == "hash":
+            continue
+        try:
+            content[name] = None if value is None else _decode(name, value)
+        except ValueError as exc:
+            unreadable.append(f"{name}: {exc}")
+    seq = content.get("seq")
+    return StoredEvent(
+        id=int(row["id"]),
+        seq=seq if isinstance(seq, int) else None,
+        prev_hash=raw["prev_hash"] or "",
+        hash=raw["hash"] or "",
+        raw=raw,
+        content=None if unreadable else content,
+        unreadable=tuple(unreadable),
+    )
+
+
+def read_stored(session: Session, *where: ColumnElement[bool]) -> Iterator[StoredEvent]:
+    """The events in chain order (by ``seq``, then row id), read raw (see the module)."""
+    query = _stored_query(session.get_bind().dialect.name).where(*where)
+    query = query.order_by(AuditEvent.__table__.c.seq, AuditEvent.__table__.c.id)
+    rows = session.execute(query.execution_options(yield_per=1000))
+    try:
+        for row in rows.mappings():
+            yield _stored(row)
+    finally:
+        rows.close()

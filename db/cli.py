@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from alembic.util import CommandError
 from flask.cli import with_appcontext
 
 from db import migrate
-from db.importer import ImportFileError, import_accounts
+from db.importer import ImportFileError, decode_accounts_file, import_accounts
 from ivr.services import current_services
 
 __all__ = ["db_group", "import_group"]
@@ -34,7 +35,10 @@ def upgrade_command(revision: str) -> None:
     """Create the schema, or migrate it to the newest revision."""
     engine = current_services().engine
     url = engine.url.render_as_string(hide_password=False)
-    migrate.upgrade(url, revision)
+    try:
+        migrate.upgrade(url, revision)
+    except CommandError as exc:  # a revision that is not there, a broken chain
+        raise click.ClickException(f"the migrations cannot run: {str(exc).splitlines()[0]}") from None
     shown = engine.url.render_as_string(hide_password=True)
     click.echo(f"{shown}: at revision {migrate.current(url)}")
 
@@ -52,20 +56,31 @@ def import_group() -> None:
     help="Accounts without a PIN get the SSN (tax-ID) last four as their PIN; the member "
     "is asked to choose a PIN of their own on the first call.",
 )
+@click.option(
+    "--encoding",
+    metavar="NAME",
+    help="The file's encoding when it has no byte order mark (default utf-8; Windows "
+    "billing exports are often cp1252). UTF-8, UTF-16 and UTF-32 with a mark are found alone.",
+)
 @with_appcontext
-def import_accounts_command(file: Path, legacy_pin_from_ssn: bool) -> None:
+def import_accounts_command(file: Path, legacy_pin_from_ssn: bool, encoding: str | None) -> None:
     """Create or update accounts from the billing system's CSV file.
 
     Prints how many accounts were created, updated and rejected, then each rejected row
     with its line number and reason. Good rows are saved even when others are rejected;
     the exit status is then 1, so scripts notice. A missing file or an unusable header
-    row writes nothing and exits with status 1.
+    row writes nothing and exits with status 1, as does a file that is not text in its
+    encoding (the line of the first bad byte is named).
     """
+    current_services().settings.require_pepper()  # SSN digits and PINs are hashed: before any row
     try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise click.ClickException(f"cannot read {file}: {reason}") from None
+        data = file.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        text, _encoding = decode_accounts_file(data, encoding)
+    except ImportFileError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc}") from None
     services = current_services()
     written = 0
     with services.sessions() as session:

@@ -11,6 +11,7 @@ parameters (about 50 ms a row): a file of 10,000 accounts takes minutes.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -28,7 +29,7 @@ from callcapture.numbers import InvalidPhoneNumber, normalize_on_file
 from db.models import Account, Phone, PinCredential
 from ivr.flows.ports import PinHasher
 
-__all__ = ["ImportFileError", "ImportReport", "RowError", "import_accounts"]
+__all__ = ["ImportFileError", "ImportReport", "RowError", "decode_accounts_file", "import_accounts"]
 
 REQUIRED = ("account_number", "account_type", "name", "balance", "due_date")
 OPTIONAL = ("ssn_last4", "phones", "past_due", "language", "email")
@@ -43,6 +44,52 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 class ImportFileError(ValueError):
     """The file as a whole cannot be imported (no header, a required column missing)."""
+
+
+# Byte order marks, longest first (UTF-32's LE mark begins with UTF-16's): a file that
+# starts with one is in that encoding, whatever --encoding says.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+DEFAULT_ENCODING = "utf-8"
+
+
+def decode_accounts_file(data: bytes, encoding: str | None = None) -> tuple[str, str]:
+    """The text of an accounts file and the encoding it was read with.
+
+    A byte order mark decides (UTF-8, UTF-16 and UTF-32, as Windows tools write them);
+    otherwise ``encoding`` (default UTF-8; billing exports are often ``cp1252``). Bytes
+    that are not text in that encoding, or NUL characters (UTF-16 without its mark),
+    refuse the whole file with ``ImportFileError`` naming the encoding and where: nothing
+    is written. The message never quotes the file's content.
+    """
+    chosen = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    name = chosen or encoding or DEFAULT_ENCODING
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ImportFileError(f"unknown encoding {name!r}") from None
+    wide = codecs.lookup(name).name.startswith(("utf-16", "utf-32"))
+    if not wide and b"\x00" in data:
+        raise ImportFileError(
+            f"not {name} text: it holds NUL bytes (UTF-16 without a byte order mark? "
+            "try --encoding utf-16-le)"
+        )
+    try:
+        text = data.decode(name)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(name, errors="replace").count("\n") + 1
+        hint = "" if encoding or chosen else " (a Windows export? try --encoding cp1252)"
+        raise ImportFileError(
+            f"not {name} text: byte {exc.object[exc.start]:#04x} at line {line}{hint}"
+        ) from None
+    if "\x00" in text:
+        raise ImportFileError(f"not {name} text: it holds NUL characters")
+    return text, name
 
 
 class RowError(NamedTuple):

@@ -257,3 +257,45 @@ class Payment(Base):
     status: Mapped[str] = mapped_column(String(10), default="succeeded")
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
     receipt_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The posting batch this payment went to the billing system in (``db.posting_batches``):
+    # set once, never changed, so each payment is posted in exactly one batch.
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("posting_batches.id", ondelete="RESTRICT"), index=True
+    )
+
+
+class PostingBatch(Base):
+    """One numbered file of payments (and processor adjustments) for the billing system."""
+
+    __tablename__ = "posting_batches"
+    __table_args__ = (
+        CheckConstraint("line_count >= 0", name="line_count_not_negative"),
+        CheckConstraint("exports >= 1", name="exported_at_least_once"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the batch number
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime())  # payments taken before it
+    line_count: Mapped[int] = mapped_column(Integer)
+    total_cents: Mapped[int] = mapped_column(BigInteger)  # payments less adjustments
+    created_by: Mapped[str | None] = mapped_column(String(120))  # OS user and host
+    exports: Mapped[int] = mapped_column(Integer, default=1)  # 1 + each --reexport
+    last_exported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PostingAdjustment(Base):
+    """A refund or dispute made at the processor (its dashboard), posted in one batch."""
+
+    __tablename__ = "posting_adjustments"
+    __table_args__ = (
+        CheckConstraint("kind IN ('refund', 'dispute')", name="kind"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    processor_id: Mapped[str] = mapped_column(String(64), unique=True)  # re_... / du_...
+    kind: Mapped[str] = mapped_column(String(8))
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="RESTRICT"))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)  # what left the utility: posted negative
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    batch_id: Mapped[int] = mapped_column(ForeignKey("posting_batches.id", ondelete="RESTRICT"), index=True)

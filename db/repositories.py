@@ -70,6 +70,7 @@ def _rowcount(result: Any) -> int:
 
 
 _NO_SYNC = {"synchronize_session": False}
+_UNCAPPED = 2**31 - 1  # a count that never stops counting (the column is an INTEGER)
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -292,6 +293,22 @@ class SqlCredentials:
             .values(failure_count=CallerThrottle.failure_count - 1)
         )
         self._session.execute(stmt, execution_options=_NO_SYNC)
+
+    def count_failure(self, key: str, now: datetime, window: timedelta) -> int:
+        # The same row and window as a caller number's, without a cap; only failures
+        # are counted (never reserved before verifying), so the row is written, and
+        # locked until the step commits, only by a call that just failed.
+        row = _insert(self._session, _table(CallerThrottle)).values(
+            caller=key, failure_count=0, window_started_at=now
+        )
+        self._session.execute(row.on_conflict_do_nothing())
+        _allowed, values = _windowed_count(
+            CallerThrottle.failure_count, CallerThrottle.window_started_at, now, _UNCAPPED, window
+        )
+        stmt = update(CallerThrottle).where(CallerThrottle.caller == key).values(**values)
+        self._session.execute(stmt, execution_options=_NO_SYNC)
+        count = self._session.scalar(select(CallerThrottle.failure_count).where(CallerThrottle.caller == key))
+        return int(count or 0)
 
 
 # --- calls ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from flask import Flask
 
-from ivr.settings import Settings, SettingsError
+from ivr.settings import Settings
 
 if TYPE_CHECKING:
     from payments.gateway import PaymentGateway
@@ -33,19 +33,20 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.flows.engine import FlowEngine
     from ivr.flows.pin_policy import PinPolicy
     from ivr.logs import configure_logging
-    from ivr.pinhash import Argon2PinHasher
+    from ivr.pinhash import Argon2PinHasher, DeferredPinHasher
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
     from payments.receipts import build_receipt_dispatcher
 
     if settings is None:
         settings = Settings.from_env(os.environ)
-    if not cli and settings.twilio_auth_token is None:
-        raise SettingsError("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+    if not cli:
+        settings.require_web()  # the webhooks verify signatures and hash PINs
     configure_logging(settings.log_format)
     app = Flask(__name__, instance_relative_config=True)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    url = settings.database_url
+    _trust_proxies(app, settings.proxy_count)
+    url = None if settings.database_url is None else settings.database_url.reveal()
     if url is None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(app.instance_path) / 'securepay.db'}"
@@ -54,11 +55,15 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
+    # Built on first use: commands that hash nothing run without the pepper (SECURITY 19a).
+    hasher = DeferredPinHasher(lambda: Argon2PinHasher(settings.require_pepper().reveal_bytes()))
+    if not cli:
+        hasher.build()  # the web app builds it now, not on the first caller's PIN
     services = Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        hasher=Argon2PinHasher(settings.pepper),
+        hasher=hasher,
         clock=clock,
         catalog=catalog,
         policy=policy,
@@ -77,6 +82,22 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(portal.bp)
     return app
+
+
+def _trust_proxies(app: Flask, count: int) -> None:
+    """Behind ``count`` proxies (``SECUREPAY_PROXY_COUNT``), take the client's address and
+    scheme from the last ``count`` X-Forwarded-For / X-Forwarded-Proto entries.
+
+    Without it every portal client is the proxy's 127.0.0.1: one rate-limit bucket for
+    the world, and security log lines that name no one. With it, only what the trusted
+    proxies appended is believed: a client's own X-Forwarded-For stays to the left of
+    them and is ignored. Host comes from the proxy's ``Host`` header (deploy/nginx.conf).
+    """
+    if count <= 0:
+        return
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
 
 
 # Twilio gives a webhook 15 s. A charge may take a try, one retry with the same key and a
@@ -98,7 +119,7 @@ def _gateway(settings: Settings) -> PaymentGateway | None:
     if settings.stripe_api_key is None:
         return None
     client = build_stripe_client(
-        settings.stripe_api_key,
+        settings.stripe_api_key.reveal(),
         settings.stripe_api_base,
         max_network_retries=PROCESSOR_RETRIES,
         timeout=PROCESSOR_TIMEOUT_SECONDS,

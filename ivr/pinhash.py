@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ivr.flows.ports import PinHasher
 
 # Every Argon2 computation of a process runs on one thread of its own. Each takes a core
 # and 19 MiB: more at once would only queue on the cores, and each request thread's
@@ -79,3 +82,47 @@ class Argon2PinHasher:
     def digest(self, secret: str, context: str) -> str:
         mac = hmac.new(self._pepper, f"{context}\x00{secret}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+class DeferredPinHasher:
+    """Implements ``ivr.flows.ports.PinHasher``, built on first use (SECURITY 19a).
+
+    A command that hashes nothing (``pin status``, ``calls``, ``audit``) never builds the
+    real hasher, so it runs without the pepper; one that does (``import accounts``)
+    fails then, in one line naming ``SECUREPAY_PEPPER`` (``build`` raises it).
+    """
+
+    def __init__(self, build: Callable[[], PinHasher]) -> None:
+        self._build = build
+        self._built: PinHasher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._built is not None
+
+    def build(self) -> None:
+        """Build the hasher now (the web app, at start: not on the first caller's PIN)."""
+        self._hasher()
+
+    def _hasher(self) -> PinHasher:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return self._built
+
+    def hash(self, secret: str) -> str:
+        return self._hasher().hash(secret)
+
+    def verify(self, stored: str, secret: str) -> bool:
+        return self._hasher().verify(stored, secret)
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self._hasher().needs_rehash(stored)
+
+    def dummy_verify(self) -> None:
+        self._hasher().dummy_verify()
+
+    def digest(self, secret: str, context: str) -> str:
+        return self._hasher().digest(secret, context)

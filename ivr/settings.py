@@ -3,6 +3,12 @@
 Every variable of the contract (section 6) lives here, validated at start-up: a bad
 value is a one-line ``SettingsError`` naming the variable. Nothing else in the code
 reads ``os.environ``.
+
+Secrets (``SECRET_VARIABLES``) are held as ``ivr.secrets.Secret``, masked wherever the
+settings are printed, and each may come from ``NAME``, a file named by ``NAME_FILE`` or
+systemd's ``$CREDENTIALS_DIRECTORY/NAME`` (SECURITY 19a). The pepper is optional here:
+only what hashes needs it (``require_pepper``), so staff and auditor commands run
+without it.
 """
 
 from __future__ import annotations
@@ -15,11 +21,32 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.secrets import Secret, SecretSourceError, read_secret
 from ivr.voices import VoiceError, check_voice
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+# The variables that hold secrets; each also reads NAME_FILE and a systemd credential.
+SECRET_VARIABLES = (
+    "SECUREPAY_PEPPER",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_AUTH_TOKEN_PREVIOUS",
+    "STRIPE_API_KEY",
+    "SECUREPAY_PORTAL_TOKEN",
+    "SECUREPAY_DATABASE_URL",  # may carry the database password
+    "SECUREPAY_SMTP_PASSWORD",
+)
+PEPPER_MIN_LENGTH = 16
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    try:
+        return read_secret(env, name)
+    except SecretSourceError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -88,21 +115,6 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     return raw in _TRUE
 
 
-def _from_file(env: Mapping[str, str], name: str) -> str | None:
-    """``NAME``, else the content of the file ``NAME_FILE`` names (trailing newline dropped)."""
-    value = env.get(name, "").strip()
-    if value:
-        return value
-    path = env.get(f"{name}_FILE", "").strip()
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().rstrip("\r\n") or None
-    except OSError as exc:
-        raise SettingsError(f"{name}_FILE cannot be read: {exc.strerror or type(exc).__name__}") from None
-
-
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -135,15 +147,15 @@ def _voice(raw: str | None, language: str, name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
-    pepper: bytes
-    database_url: str | None = None
-    twilio_auth_token: str | None = None
+    pepper: Secret | None = None  # None: nothing that hashes may run (``require_pepper``)
+    database_url: Secret | None = None
+    twilio_auth_token: Secret | None = None
     # The token being replaced, still accepted while a rotation is under way.
-    twilio_auth_token_previous: str | None = field(default=None, repr=False)
+    twilio_auth_token_previous: Secret | None = None
     public_url: str | None = None
-    stripe_api_key: str | None = None
+    stripe_api_key: Secret | None = None
     stripe_api_base: str | None = None
-    portal_token: str | None = None
+    portal_token: Secret | None = None
     utility_name: str = "Demo Electric Cooperative"
     member_services_number: str = "+12025550100"
     business_hours: BusinessHours = field(
@@ -156,6 +168,8 @@ class Settings:
     pin_failures_per_account: int = 5
     pin_failure_window_hours: int = 24
     caller_failures_per_hour: int = 10
+    withheld_failures_per_hour: int = 10  # all withheld/invalid caller IDs together
+    line_failures_per_hour: int = 100  # the line-wide PIN failure alarm
     pin_blocklist_file: str | None = None
     prompts_dir: str | None = None
     log_format: str = "console"
@@ -173,11 +187,26 @@ class Settings:
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: Secret | None = None
     smtp_ca_file: str | None = None
     templates_dir: str | None = None
     metrics_enabled: bool = False
     audit_anchor_file: str | None = None
+    # Proxies in front of the app that set X-Forwarded-For/-Proto (nginx: 1). 0 trusts none.
+    proxy_count: int = 0
+
+    def require_web(self) -> None:
+        """What the web service needs to start (the webhooks verify and hash); else a
+        ``SettingsError`` naming the variable. ``create_app`` and gunicorn's master check it."""
+        if self.twilio_auth_token is None:
+            raise SettingsError("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+        self.require_pepper()
+
+    def require_pepper(self) -> Secret:
+        """The pepper, for what hashes PINs and SSN digits; a ``SettingsError`` without it."""
+        if self.pepper is None:
+            raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
+        return self.pepper
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -187,11 +216,11 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
-        pepper = text("SECUREPAY_PEPPER")
-        if pepper is None:
-            raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
-        if len(pepper) < 16:
-            raise SettingsError("SECUREPAY_PEPPER must be at least 16 characters long")
+        pepper = _secret(env, "SECUREPAY_PEPPER")
+        if pepper is not None and len(pepper) < PEPPER_MIN_LENGTH:
+            raise SettingsError(
+                f"{pepper.source} must be at least {PEPPER_MIN_LENGTH} characters long"
+            )
         public_url = text("SECUREPAY_PUBLIC_URL")
         if public_url is not None:
             if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
@@ -232,20 +261,20 @@ class Settings:
                 "SECUREPAY_SMTP_STARTTLS and SECUREPAY_SMTP_SSL exclude each other: choose one"
             )
         smtp_username = text("SECUREPAY_SMTP_USERNAME")
-        smtp_password = _from_file(env, "SECUREPAY_SMTP_PASSWORD")
+        smtp_password = _secret(env, "SECUREPAY_SMTP_PASSWORD")
         if (smtp_username is None) != (smtp_password is None):
             raise SettingsError(
                 "SECUREPAY_SMTP_USERNAME and SECUREPAY_SMTP_PASSWORD go together: set both or neither"
             )
         return cls(
-            pepper=pepper.encode(),
-            database_url=text("SECUREPAY_DATABASE_URL"),
-            twilio_auth_token=text("TWILIO_AUTH_TOKEN"),
-            twilio_auth_token_previous=text("TWILIO_AUTH_TOKEN_PREVIOUS"),
+            pepper=pepper,
+            database_url=_secret(env, "SECUREPAY_DATABASE_URL"),
+            twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
+            twilio_auth_token_previous=_secret(env, "TWILIO_AUTH_TOKEN_PREVIOUS"),
             public_url=public_url,
-            stripe_api_key=text("STRIPE_API_KEY"),
+            stripe_api_key=_secret(env, "STRIPE_API_KEY"),
             stripe_api_base=text("STRIPE_API_BASE"),
-            portal_token=text("SECUREPAY_PORTAL_TOKEN"),
+            portal_token=_secret(env, "SECUREPAY_PORTAL_TOKEN"),
             utility_name=text("SECUREPAY_UTILITY_NAME") or "Demo Electric Cooperative",
             member_services_number=member_services,
             business_hours=hours,
@@ -256,6 +285,8 @@ class Settings:
             pin_failures_per_account=_int(env, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT", 5),
             pin_failure_window_hours=_int(env, "SECUREPAY_PIN_FAILURE_WINDOW_HOURS", 24),
             caller_failures_per_hour=_int(env, "SECUREPAY_CALLER_FAILURES_PER_HOUR", 10),
+            withheld_failures_per_hour=_int(env, "SECUREPAY_WITHHELD_FAILURES_PER_HOUR", 10),
+            line_failures_per_hour=_int(env, "SECUREPAY_LINE_FAILURES_PER_HOUR", 100),
             pin_blocklist_file=text("SECUREPAY_PIN_BLOCKLIST_FILE"),
             prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
             log_format=log_format,
@@ -278,4 +309,5 @@ class Settings:
             templates_dir=text("SECUREPAY_TEMPLATES_DIR"),
             metrics_enabled=_flag(env, "SECUREPAY_METRICS"),
             audit_anchor_file=text("SECUREPAY_AUDIT_ANCHOR_FILE"),
+            proxy_count=_int(env, "SECUREPAY_PROXY_COUNT", 0, minimum=0),
         )

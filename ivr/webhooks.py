@@ -45,7 +45,8 @@ def _verify_twilio() -> Response | None:
     token = settings.twilio_auth_token
     if token is None:  # only in a CLI-built app: the webhooks are off without a token
         return _xml(twiml.empty(), 403)
-    tokens = [token, *filter(None, [settings.twilio_auth_token_previous])]
+    previous = settings.twilio_auth_token_previous
+    tokens = [token.reveal(), *([previous.reveal()] if previous is not None else [])]
     refused = check_signature(request, tokens, settings.public_url)
     if refused is not None:
         return refused

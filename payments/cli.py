@@ -10,16 +10,25 @@ processor ids, card brand and last four.
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import json
+import socket
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import func, select
 
+from db.models import Payment
 from db.payment_reports import DayWindow, PaymentLine, attempts_made, payments_taken
-from ivr.cli.report_window import day_window, fail, window_options
-from ivr.services import current_services
-from payments.gateway import ProcessorUnavailable
+from db.posting_batches import NoSuchBatch, create_batch, last_cutoff, mark_reexported
+from ivr.report_window import day_window, fail, parse_day, window_options
+from ivr.services import Services, current_services
+from payments.gateway import Adjustment, ProcessorAdjustments, ProcessorRejected, ProcessorUnavailable
+from payments.posting_file import PostingFileError, write_private
+from payments.posting_layout import DEFAULT, Layout, LayoutError
 from payments.receipts import build_receipt_dispatcher
 from payments.reconcile import ReconcileAborted, reconcile
 
@@ -73,27 +82,138 @@ def _row(line: PaymentLine, window: DayWindow) -> dict[str, str]:
 @payments_group.command("export")
 @window_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--batch", is_flag=True,
+              help="Post the payments, refunds and disputes no batch holds yet as the next numbered batch.")
+@click.option("--reexport", type=click.IntRange(1), metavar="N",
+              help="Write batch N again (it is not renumbered).")
+@click.option("--layout", type=click.Path(dir_okay=False, path_type=Path),
+              help="The posting file's layout (TOML; default: CSV with a trailer), with --batch.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this new file (mode 0600, all at once; never over an existing file).")
 @with_appcontext
-def export_command(since: str | None, until: str | None, fmt: str) -> None:
-    """Print the payments taken in the window, one row per payment, for posting into
-    the billing system: CSV with a header row, or a JSON list.
+def export_command(
+    since: str | None, until: str | None, fmt: str, batch: bool, reexport: int | None,
+    layout: Path | None, out: Path | None,
+) -> None:
+    """Print the payments taken in the window, one row per payment: CSV with a header
+    row, or a JSON list. A report: run it again and it shows the same payments.
+
+    For the billing system, post with ``--batch``: each payment goes in exactly one
+    numbered batch, recorded in the database, with a trailer of the line count and the
+    net sum; refunds and disputes made at the processor are lines of their own. A batch
+    is written once; ``--reexport N`` writes it again, and says so in the trail.
 
     Columns: taken_at (ISO 8601, UTC), local_date (the utility's zone), account_number,
     amount (dollars, e.g. 123.45), confirmation, processor_id, method_brand,
     method_last4, channel, status.
     """
+    if batch or reexport is not None:
+        if batch and reexport is not None:
+            fail("--batch and --reexport: choose one")
+        if until is not None or fmt != "csv":
+            fail("--until and --format are for the report; a batch takes what no batch holds yet")
+        export_batch(since=since, reexport=reexport, layout_path=layout, out=out)
+        return
+    if layout is not None:
+        fail("--layout is for posting files: add --batch")
     services = current_services()
     window = day_window(services, since, until)
     with services.sessions() as session:
         rows = [_row(line, window) for line in payments_taken(session, window)]
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    _emit(text, out)
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        click.echo(text, nl=False)
         return
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    click.echo(out.getvalue(), nl=False)
+    try:
+        write_private(out, text)
+    except PostingFileError as exc:
+        fail(str(exc), 1)
+
+
+# --- posting batches ------------------------------------------------------------------
+
+# Refunds and disputes are looked for from a day before the last batch's cut-off (clocks
+# differ; an adjustment already posted is recognized by its processor id).
+ADJUSTMENT_OVERLAP = timedelta(days=1)
+
+
+def export_batch(
+    *, since: str | None, reexport: int | None, layout_path: Path | None, out: Path | None
+) -> None:
+    """Make the next batch (or load batch ``reexport``), render it, record it, then write it."""
+    services = current_services()
+    zone = services.settings.timezone
+    try:
+        layout = (DEFAULT if layout_path is None else Layout.from_file(layout_path)).in_zone(zone)
+    except LayoutError as exc:
+        fail(str(exc))
+    if out is not None and out.exists():  # checked again, atomically, when written
+        fail(f"{out} already exists: posting files are never overwritten; nothing posted")
+    now = services.clock.now()
+    first_day = parse_day("--since", since)
+    start = None if first_day is None else DayWindow(first_day, first_day, zone).start
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    adjustments: list[Adjustment] = []
+    if reexport is None:
+        adjustments = _processor_adjustments(services, now)
+    with services.unit_of_work(os_user=getpass.getuser(), host=socket.gethostname()) as uow:
+        try:
+            made = (
+                create_batch(uow.session, now, adjustments, since=start, created_by=who)
+                if reexport is None else mark_reexported(uow.session, reexport, now)
+            )
+        except NoSuchBatch as exc:
+            fail(str(exc))
+        if made is None:
+            click.echo("nothing to post: every payment, refund and dispute is in a batch already", err=True)
+            return
+        try:
+            text = layout.render(made)
+        except LayoutError as exc:
+            fail(f"{exc}; nothing posted")
+        event = "posting_batch_created" if reexport is None else "posting_batch_reexported"
+        uow.events.record(event, actor=who, batch=made.number, lines=made.count,
+                          total_cents=made.total_cents, exports=made.exports)
+        uow.commit()
+    try:
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            write_private(out, text)
+    except PostingFileError as exc:
+        number = made.number
+        fail(f"batch {number} is recorded but not written ({exc}): write it with --reexport {number}", 1)
+    again = "" if reexport is None else f" again (export {made.exports})"
+    where = "" if out is None else f" to {out}"
+    click.echo(f"batch {made.number}: {made.count} line(s), net {_dollars(made.total_cents)}, "
+               f"written{again}{where}", err=True)
+
+
+def _processor_adjustments(services: Services, now: datetime) -> list[Adjustment]:
+    """The refunds and disputes at the processor since the last batch (before any write)."""
+    gateway = services.gateway
+    if not isinstance(gateway, ProcessorAdjustments):
+        fail("STRIPE_API_KEY is not set: refunds and disputes made at the processor cannot be "
+             "read; nothing posted")
+    with services.sessions() as session:
+        cutoff = last_cutoff(session)
+        first = session.scalar(select(func.min(Payment.taken_at)))
+    since = (cutoff - ADJUSTMENT_OVERLAP) if cutoff is not None else (first or now)
+    try:
+        return gateway.adjustments(since, now + timedelta(seconds=1))
+    except (ProcessorUnavailable, ProcessorRejected) as exc:
+        fail(f"the payment processor could not be asked for refunds and disputes ({exc}); nothing posted")
 
 
 # --- reconcile ------------------------------------------------------------------------

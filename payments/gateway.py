@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
 
 MethodKind = Literal["card", "bank"]
 ChargeStatus = Literal["succeeded", "processing"]
@@ -157,4 +158,31 @@ class PaymentGateway(Protocol):
 
     def refund(self, processor_id: str, *, amount_cents: int | None, idempotency_key: str) -> RefundResult:
         """Refund a payment, in full when ``amount_cents`` is None."""
+        ...
+
+
+AdjustmentKind = Literal["refund", "dispute"]
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """Money that left the utility at the processor after a payment: a refund (made in
+    its dashboard, or by us) or a dispute (a chargeback). Posted as its own line."""
+
+    kind: AdjustmentKind
+    processor_id: str  # re_... or du_...
+    payment_processor_id: str  # the payment's pi_...
+    amount_cents: int  # positive: what was taken back
+    created_at: datetime  # aware UTC
+    status: str  # the processor's word
+
+
+@runtime_checkable
+class ProcessorAdjustments(Protocol):
+    """The refunds and disputes the processor holds (a port apart from ``PaymentGateway``:
+    only posting asks it)."""
+
+    def adjustments(self, since: datetime, until: datetime) -> list[Adjustment]:
+        """Refunds that took money back (succeeded or pending) and disputes not won,
+        created in ``[since, until)``, oldest first."""
         ...

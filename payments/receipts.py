@@ -305,7 +305,7 @@ def smtp_sender_for(settings: Settings) -> SmtpReceiptSender | None:
         settings.receipt_from,
         security=security,
         username=settings.smtp_username,
-        password=settings.smtp_password,
+        password=None if settings.smtp_password is None else settings.smtp_password.reveal(),
         ssl_context=context,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import stripe
@@ -28,6 +29,7 @@ from stripe.params import (
 
 from payments.gateway import (
     ActionRequired,
+    Adjustment,
     CardDeclined,
     ChargeResult,
     InvalidPaymentMethod,
@@ -397,6 +399,42 @@ class StripeGateway:
             )
         return RefundResult(processor_id=refund.id, status=str(refund.status), amount_cents=refund.amount)
 
+    def adjustments(self, since: datetime, until: datetime) -> list[Adjustment]:
+        """Implements ``ProcessorAdjustments``: https://docs.stripe.com/api/refunds/list and
+        https://docs.stripe.com/api/disputes/list. Both lists come newest first: each is
+        read until an object older than ``since``."""
+        found: list[Adjustment] = []
+        with translated_errors("read"):
+            for refund in self._newest_since(self._client.v1.refunds.list, since):
+                if refund.status in _REFUND_TAKEN and refund.payment_intent:
+                    found.append(Adjustment(
+                        "refund", refund.id, _object_id(refund.payment_intent), int(refund.amount),
+                        datetime.fromtimestamp(refund.created, UTC), str(refund.status),
+                    ))
+            for dispute in self._newest_since(self._client.v1.disputes.list, since):
+                if dispute.status not in _DISPUTE_NOT_TAKEN and dispute.payment_intent:
+                    found.append(Adjustment(
+                        "dispute", dispute.id, _object_id(dispute.payment_intent), int(dispute.amount),
+                        datetime.fromtimestamp(dispute.created, UTC), str(dispute.status),
+                    ))
+        return sorted(
+            (a for a in found if since <= a.created_at < until), key=lambda a: (a.created_at, a.processor_id)
+        )
+
+    @staticmethod
+    def _newest_since(list_call: Any, since: datetime) -> Iterator[Any]:
+        try:
+            page = list_call({"limit": 100})
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:  # localstripe has no disputes (Stripe always has the list)
+                return
+            raise
+        floor = since.timestamp()
+        for item in page.auto_paging_iter():
+            if item.created < floor:
+                return
+            yield item
+
     # -- helpers -----------------------------------------------------------------------
 
     def _retrieve_method(self, payment_method_id: str) -> stripe.PaymentMethod:
@@ -438,3 +476,15 @@ class StripeGateway:
                     return None
                 raise
         return found.data[0] if found.data else None
+
+
+# A refund that took the money back, or is about to; a dispute that has not been won
+# (the money is withdrawn when it opens). https://docs.stripe.com/api/refunds/object and
+# https://docs.stripe.com/api/disputes/object (status).
+_REFUND_TAKEN = frozenset({"succeeded", "pending", "requires_action"})
+_DISPUTE_NOT_TAKEN = frozenset({"won", "warning_closed", "warning_under_review", "warning_needs_response"})
+
+
+def _object_id(value: Any) -> str:
+    """An expandable field: the id, or the expanded object's id."""
+    return value if isinstance(value, str) else str(value.id)

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from click.testing import Result
 from flask import Flask
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from db.audit_chain import HASHED_FIELDS, event_hash
@@ -284,3 +284,99 @@ def test_whole_calls_then_the_trail_export_and_logs_scan_clean(
         " in the database, 1 log(s), 1 export(s)\n"
     )
     assert audit(app, "verify").exit_code == 0
+
+
+# --- an event that cannot be read (issue 11, defect 1) ------------------------------------
+
+# What a tamperer or a bad disk can leave in each column on SQLite (any value in any
+# column), and the reason verify gives. The text columns get bytes that are not UTF-8.
+NOT_UTF8 = "X'C328FF'"
+SQLITE_UNREADABLE = {
+    "seq": ("'third'", "seq: not a whole number ('third')"),
+    "occurred_at": ("'yesterday'", "occurred_at: not a time ('yesterday')"),
+    "success": ("'yes'", "success: not true or false ('yes')"),
+    "account_id": ("'acct'", "account_id: not a whole number ('acct')"),
+    **{name: (NOT_UTF8, f"{name}: not UTF-8 text") for name in (
+        "prev_hash", "event", "call_sid", "actor", "os_user", "host", "process", "detail", "hash",
+    )},
+}
+# PostgreSQL checks types, JSON and encoding on the way in; a time Python cannot hold
+# still gets through (and used to stop both commands in psycopg's result loading).
+POSTGRES_UNREADABLE = {
+    "infinity": ("'infinity'", "occurred_at: not a time ('infinity')"),
+    "-infinity": ("'-infinity'", "occurred_at: not a time ('-infinity')"),
+    "year 10000": ("'10000-01-01 00:00:00+00'", "occurred_at: not a time ('10000-01-01 00:00:00+00')"),
+}
+def _cases() -> list[object]:
+    cases: list[object] = []
+    for column, (value, reason) in SQLITE_UNREADABLE.items():
+        cases.append(pytest.param("sqlite", column, value, reason, id=f"sqlite-{column}-{value[:2]}"))
+    # The dict above keeps one entry per column; the JSON column gets both kinds of damage.
+    cases.append(pytest.param("sqlite", "detail", "'{\"state\": '", "detail: not JSON (Expecting value)",
+                              id="sqlite-detail-json"))
+    for label, (value, reason) in POSTGRES_UNREADABLE.items():
+        cases.append(pytest.param("postgresql", "occurred_at", value, reason, id=f"postgresql-{label}"))
+    return cases
+
+
+def _damage(app: Flask, column: str, value: str, seq: int) -> None:
+    # Plain SQL, as an administrator or a disk would: no ORM type stands in the way.
+    tamper(app, lambda session: session.execute(
+        text(f"UPDATE audit_events SET {column} = {value} WHERE seq = {seq}")  # noqa: S608
+    ))
+
+
+@pytest.mark.parametrize("only_backend, column, value, reason", _cases())
+def test_verify_names_an_event_whose_content_cannot_be_read(
+    cli_app: Flask, backend: str, only_backend: str, column: str, value: str, reason: str
+) -> None:
+    if backend != only_backend:
+        pytest.skip(f"the damage of this case is {only_backend}'s")
+    record(cli_app, 5)
+    # seq orders the walk: a seq that is not a number is damaged on the last event.
+    seq = 5 if column == "seq" else 3
+    _damage(cli_app, column, value, seq)
+
+    result = audit(cli_app, "verify")
+
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"chain broken at seq {seq}: changed: ")
+    assert f"its content cannot be read ({reason}" in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("only_backend, column, value, reason", _cases())
+def test_export_writes_an_unreadable_event_raw_and_says_so(
+    cli_app: Flask, backend: str, only_backend: str, column: str, value: str, reason: str
+) -> None:
+    if backend != only_backend:
+        pytest.skip(f"the damage of this case is {only_backend}'s")
+    record(cli_app, 5)
+    seq = 5 if column == "seq" else 3
+    _damage(cli_app, column, value, seq)
+
+    result = audit(cli_app, "export")
+
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 5 and [line["id"] for line in lines] == [1, 2, 3, 4, 5]
+    damaged = lines[seq - 1]
+    assert damaged["unreadable"] == [reason] or reason in damaged["unreadable"][0]
+    stored = damaged["seq" if column == "seq" else column]
+    assert stored is not None and stored != ""
+    if value.startswith("'"):
+        assert stored == value.strip("'")  # the text as the database holds it
+    for n, line in enumerate(lines, start=1):
+        assert ("unreadable" in line) == (n == seq)
+    assert f"written as stored: its content cannot be read ({reason}" in result.stderr
+    assert "1 event(s) could not be read and were written raw" in result.stderr
+
+
+def test_raw_reading_verifies_what_the_orm_wrote_on_either_backend(cli_app: Flask) -> None:
+    record(cli_app, 3, note="ünïcödé and \"quotes\"")
+    assert audit(cli_app, "verify").exit_code == 0
+    exported = [json.loads(line) for line in audit(cli_app, "export").stdout.splitlines()]
+    assert exported[0]["detail"] == {"state": "language", "note": "ünïcödé and \"quotes\""}
+    assert exported[0]["occurred_at"] == "2026-11-24T03:30:00+00:00"

@@ -234,4 +234,4 @@ def test_a_good_pin_stored_with_old_parameters_is_rehashed(app: Flask, phone: So
 
 def current_services_pepper(app: Flask) -> bytes:
     with app.app_context():
-        return current_services().settings.pepper
+        return current_services().settings.require_pepper().reveal_bytes()

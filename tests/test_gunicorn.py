@@ -83,3 +83,63 @@ def test_access_log_masks_account_numbers_and_drops_query_strings_and_sigterm_is
     assert log.count("worker_stopped") == len(workers) == 2
     assert "Shutting down: Master" in log
     assert "Traceback" not in log
+
+
+# -- a bad setting under gunicorn (issue 11, defect 9) ---------------------------------
+
+
+@pytest.mark.parametrize("change, variable", [
+    ({"SECUREPAY_TIMEZONE": "Mars/Olympus"}, "SECUREPAY_TIMEZONE"),
+    ({"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN"),
+    ({"SECUREPAY_PEPPER": ""}, "SECUREPAY_PEPPER"),
+    ({"SECUREPAY_PEPPER": "", "SECUREPAY_PEPPER_FILE": "/nonexistent/pepper"}, "SECUREPAY_PEPPER_FILE"),
+    ({"SECUREPAY_PAYMENT_MAX": "lots"}, "SECUREPAY_PAYMENT_MAX"),
+    ({"SECUREPAY_THREADS": "many"}, "SECUREPAY_THREADS"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_a_bad_setting_is_one_line_and_the_master_exits_78_before_any_worker(
+    backend: str, test_env: dict[str, str], change: dict[str, str], variable: str
+) -> None:
+    from tests.server_process import free_port
+
+    env = {**test_env, "PATH": "/usr/bin:/bin", "SECUREPAY_BIND": f"127.0.0.1:{free_port()}",
+           "WEB_CONCURRENCY": "2", **change}
+    result = subprocess.run(  # noqa: S603
+        [str(GUNICORN), "-c", str(CONFIG), "ivr:create_app()"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False,
+    )
+    output = (result.stdout + result.stderr).strip().splitlines()
+    # Before: a traceback per worker, then "Worker failed to boot" and exit status 3.
+    assert result.returncode == 78, output
+    assert len(output) == 1 and output[0].startswith("securepay: ") and variable in output[0], output
+    assert "Booting worker" not in result.stderr
+
+
+def test_the_unit_does_not_restart_a_bad_setting_and_loads_secrets_as_credentials(backend: str) -> None:
+    from ivr.settings import SECRET_VARIABLES
+
+    unit = (REPO / "deploy" / "securepay.service").read_text()
+    lines = [line.strip() for line in unit.splitlines() if not line.lstrip().startswith("#")]
+    (prevent,) = [line for line in lines if line.startswith("RestartPreventExitStatus=")]
+    assert "78" in prevent.split("=", 1)[1].split()
+    loaded = {line.split("=", 1)[1].split(":", 1)[0] for line in lines if line.startswith("LoadCredential=")}
+    # Every secret but the optional portal token is a credential; the token's line is there, commented.
+    assert loaded == set(SECRET_VARIABLES) - {"SECUREPAY_PORTAL_TOKEN"}
+    assert "#LoadCredential=SECUREPAY_PORTAL_TOKEN:" in unit
+    environment = "\n".join(line for line in lines if line.startswith("Environment"))
+    assert not any(name in environment for name in SECRET_VARIABLES)
+
+
+def test_gunicorn_reads_its_secrets_from_systemd_credentials(
+    backend: str, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    env = dict(test_env)
+    for name in ("SECUREPAY_PEPPER", "TWILIO_AUTH_TOKEN", "SECUREPAY_DATABASE_URL"):
+        (credentials / name).write_text(env.pop(name) + "\n")
+    env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    server = GunicornServer(env, log_path=tmp_path / "gunicorn.log", workers=1, threads=1)
+    with server:
+        assert _get(f"{server.base_url}/healthz") == 200
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()

@@ -150,7 +150,8 @@ def peers(tmp_path: Path, localstripe: LocalStripe, stripe_client: stripe.Stripe
     services: Services = app.extensions[EXTENSION_KEY]
     services.clock = FakeClock()
     services.gateway = StripeGateway(stripe_client)
-    services.hasher = Argon2PinHasher(services.settings.pepper, time_cost=1, memory_cost=8)
+    pepper = services.settings.require_pepper().reveal_bytes()
+    services.hasher = Argon2PinHasher(pepper, time_cost=1, memory_cost=8)
 
     def _no_fsync(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("PRAGMA synchronous=OFF")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -335,3 +336,64 @@ def test_import_command_refuses_a_missing_file_or_bad_header_in_one_line(
     assert output.count("\n") == 1
     with session_factory(engine)() as session:
         assert count(session) == 0
+
+
+# --- encodings (issue 11, defect 8) ---------------------------------------------------
+
+WINDOWS_CSV = (
+    "account_number,account_type,name,ssn_last4,phones,balance,due_date\r\n"
+    "10004821,residential,Muñoz,0618,202-555-0143,123.45,2026-11-30\r\n"
+    "20007315,commercial,Café Zoë Ltd,0536,,80.00,2026-11-30\r\n"
+)
+NAMES = ["Café Zoë Ltd", "Muñoz"]
+
+
+def names(engine: Engine) -> list[str]:
+    with session_factory(engine)() as session:
+        return sorted(session.scalars(select(Account.name)))
+
+
+@pytest.mark.parametrize("encoded, args", [
+    pytest.param(WINDOWS_CSV.encode("cp1252"), ["--encoding", "cp1252"], id="cp1252"),
+    pytest.param(WINDOWS_CSV.encode("utf-16"), [], id="utf-16-bom-le"),
+    pytest.param(codecs.BOM_UTF16_BE + WINDOWS_CSV.encode("utf-16-be"), [], id="utf-16-bom-be"),
+    pytest.param(codecs.BOM_UTF8 + WINDOWS_CSV.encode("utf-8"), [], id="utf-8-bom"),
+    pytest.param(WINDOWS_CSV.encode("utf-16"), ["--encoding", "cp1252"], id="the-bom-decides"),
+    pytest.param(WINDOWS_CSV.encode("utf-16-le"), ["--encoding", "utf-16-le"], id="utf-16-le-no-bom"),
+])
+def test_import_reads_windows_encodings(
+    test_env: dict[str, str], engine: Engine, tmp_path: Path, encoded: bytes, args: list[str]
+) -> None:
+    path = tmp_path / "accounts.csv"
+    path.write_bytes(encoded)
+
+    code, output = invoke(test_env, "accounts", str(path), *args)
+
+    assert (code, output) == (0, "created 2, updated 0, rejected 0\n")
+    assert names(engine) == NAMES
+
+
+@pytest.mark.parametrize("encoded, args, message", [
+    pytest.param(WINDOWS_CSV.encode("cp1252"), [],
+                 "not utf-8 text: byte 0xf1 at line 2 (a Windows export? try --encoding cp1252)",
+                 id="cp1252-as-utf-8"),
+    pytest.param(WINDOWS_CSV.encode("utf-8").replace(b"Mu", b"\x81u"), ["--encoding", "cp1252"],
+                 "not cp1252 text: byte 0x81 at line 2", id="undefined-in-cp1252"),
+    pytest.param(WINDOWS_CSV.encode("utf-16-le"), [], "holds NUL bytes (UTF-16 without a byte order mark?",
+                 id="utf-16-without-bom"),
+    pytest.param(WINDOWS_CSV.encode("utf-8"), ["--encoding", "klingon"], "unknown encoding 'klingon'",
+                 id="unknown-encoding"),
+])
+def test_an_undecodable_file_is_refused_in_one_line_and_nothing_is_written(
+    test_env: dict[str, str], engine: Engine, tmp_path: Path, encoded: bytes, args: list[str], message: str
+) -> None:
+    path = tmp_path / "accounts.csv"
+    path.write_bytes(encoded)
+
+    code, output = invoke(test_env, "accounts", str(path), *args)
+
+    assert code == 1
+    assert output.startswith(f"Error: cannot read {path}: ") and message in output, output
+    assert output.count("\n") == 1
+    assert names(engine) == []
+    assert "Mu" not in output and "0618" not in output  # no content of the file is quoted

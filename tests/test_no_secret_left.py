@@ -12,9 +12,11 @@ import structlog
 from flask import Flask
 from sqlalchemy import Engine
 
+from ivr.cli.audit import audit_group
 from ivr.logs import configure_logging
 from ivr.secret_scan import scan_database, scan_files, scan_text
 from ivr.softphone import Softphone
+from payments.cli import payments_group
 from tests.members import NEW_PIN, OTHER_SSN, PIN, SSN, Member, add_members
 
 CARD = "4242424242424242"
@@ -58,8 +60,18 @@ def test_whole_calls_leave_no_secret_in_logs_or_database(
     log_file.write_text(log_stream.getvalue())
     assert log_stream.getvalue().count("\n") > 50  # the calls were really logged
 
+    # The exports too: the posting batch (issue 11) and the trail for a SIEM.
+    batch_file = tmp_path / "batch-0001.csv"
+    posted = app.test_cli_runner().invoke(payments_group, ["export", "--batch", "--out", str(batch_file)])
+    assert posted.exit_code == 0, posted.output
+    assert batch_file.read_text().count("\n") == 4  # a header, two payments, the trailer
+    trail_file = tmp_path / "trail.jsonl"
+    trail = app.test_cli_runner().invoke(audit_group, ["export"])
+    assert trail.exit_code == 0
+    trail_file.write_text(trail.stdout)
+
     secrets = [PIN, SSN, OTHER_SSN, NEW_PIN, CARD, CVC]
-    findings = scan_database(engine, secrets) + scan_files([log_file], secrets)
+    findings = scan_database(engine, secrets) + scan_files([log_file, batch_file, trail_file], secrets)
     # The canary line proves the scan finds a PIN where one stands alone in a log...
     assert [f.where for f in findings] == [f"{log_file}:{_canary_line(log_file)}"]
 

@@ -265,6 +265,18 @@ def test_caller_throttle_counts_per_number_in_a_window(session: Session) -> None
     assert session.get(CallerThrottle, other, populate_existing=True).failure_count == 0  # type: ignore[union-attr]
 
 
+
+def test_a_line_wide_failure_count_never_stops_counting_and_restarts_after_its_window(
+    session: Session,
+) -> None:
+    credentials = SqlCredentials(session)
+    hour = timedelta(hours=1)
+
+    counts = [credentials.count_failure("line", NOW + timedelta(minutes=n), hour) for n in range(5)]
+    assert counts == [1, 2, 3, 4, 5]
+    assert credentials.count_failure("line", NOW + 2 * hour, hour) == 1  # a new window
+    assert credentials.reserve_caller_attempt("+12025550123", NOW, 3, hour) is True  # keys apart
+
 def _race(sessions: sessionmaker[Session], work: object, hold: float) -> list[tuple[bool, float]]:
     """Run ``work(session)`` in two threads at the same moment, each in its own transaction;
     a thread that gets True holds its transaction open ``hold`` seconds before committing.

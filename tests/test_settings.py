@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import io
+import json
+import logging
+import pprint
 from datetime import time
+from pathlib import Path
 
 import pytest
+import structlog
 
 from ivr import create_app
-from ivr.settings import BusinessHours, Settings, SettingsError
+from ivr.logs import configure_logging
+from ivr.settings import SECRET_VARIABLES, BusinessHours, Settings, SettingsError
 
 BASE = {"SECUREPAY_PEPPER": "a-pepper-of-sixteen+"}
 
@@ -20,7 +29,6 @@ def test_defaults_are_a_demo_utility() -> None:
 
 
 @pytest.mark.parametrize("env, variable", [
-    ({}, "SECUREPAY_PEPPER"),
     ({"SECUREPAY_PEPPER": "short"}, "SECUREPAY_PEPPER"),
     ({**BASE, "SECUREPAY_PAYMENT_MIN": "1.005"}, "SECUREPAY_PAYMENT_MIN"),
     ({**BASE, "SECUREPAY_PAYMENT_MAX": "lots"}, "SECUREPAY_PAYMENT_MAX"),
@@ -100,5 +108,138 @@ def test_card_types_and_the_spanish_pay_language_can_be_chosen() -> None:
 
 def test_the_previous_auth_token_is_never_shown() -> None:
     settings = Settings.from_env({**BASE, "TWILIO_AUTH_TOKEN_PREVIOUS": "old-token-9f8e7d"})
-    assert settings.twilio_auth_token_previous == "old-token-9f8e7d"
+    assert settings.twilio_auth_token_previous is not None
+    assert settings.twilio_auth_token_previous.reveal() == "old-token-9f8e7d"
     assert "old-token-9f8e7d" not in repr(settings)
+# --- secrets (SECURITY 19a) -----------------------------------------------------------
+
+# Words, not digits: the log redaction masks digit runs, and the type must stand on its own.
+SECRETS = {
+    "SECUREPAY_PEPPER": "pepper-Quokka-Marmalade-Lighthouse",
+    "TWILIO_AUTH_TOKEN": "twilio-Zebra-Tangerine-Harbour",
+    "TWILIO_AUTH_TOKEN_PREVIOUS": "twilio-Otter-Paprika-Lantern",
+    "STRIPE_API_KEY": "sk_live_Walrus-Cinnamon-Orchard",
+    "SECUREPAY_PORTAL_TOKEN": "portal-Heron-Juniper-Meadow",
+    "SECUREPAY_DATABASE_URL": "postgresql+psycopg://securepay:dbpass-Falcon-Saffron@db.internal/securepay",
+    "SECUREPAY_SMTP_PASSWORD": "smtp-Badger-Nutmeg-Quarry",
+}
+# What must never be printed: each secret, and the database password on its own.
+LEAKS = [*SECRETS.values(), "dbpass-Falcon-Saffron"]
+
+
+def _all_secrets_settings() -> Settings:
+    return Settings.from_env({**SECRETS, "SECUREPAY_SMTP_USERNAME": "receipts"})
+
+
+def _assert_clean(text: str) -> None:
+    for secret in LEAKS:
+        assert secret not in text, f"{secret!r} printed in: {text[:400]}"
+
+
+def test_printing_the_settings_every_way_shows_no_secret() -> None:
+    settings = _all_secrets_settings()
+    shown = [
+        repr(settings), str(settings), f"{settings}", f"{settings!r}",
+        "%s" % (settings,), "{0}".format(settings),  # noqa: UP030, UP031, UP032
+        pprint.pformat(settings), repr(dataclasses.asdict(settings)),
+        json.dumps(dataclasses.asdict(settings), default=str), repr(vars(settings)),
+        repr(copy.deepcopy(settings)), str(SettingsError(f"bad: {settings}")),
+    ]
+    for text in shown:
+        _assert_clean(text)
+    assert settings.pepper is not None and settings.pepper.reveal() == SECRETS["SECUREPAY_PEPPER"]
+
+
+def test_logging_the_settings_every_way_shows_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    """Plain stdlib logging, without our redaction: the type alone must mask."""
+    settings = _all_secrets_settings()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s %(args)s"))
+    plain = logging.getLogger("test_settings.plain")
+    plain.addHandler(handler)
+    plain.setLevel(logging.INFO)
+    plain.propagate = False
+    try:
+        plain.info(settings)
+        plain.info("%s", settings)
+        plain.info("%r", settings)
+        plain.info("settings: %(s)s", {"s": settings})
+        plain.info("fields %s", dataclasses.asdict(settings))
+        try:
+            raise SettingsError(repr(settings))
+        except SettingsError:
+            plain.exception("refused %s", settings.pepper)
+    finally:
+        plain.removeHandler(handler)
+    _assert_clean(stream.getvalue())
+    assert "Secret(" in stream.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_structlog_lines_with_the_settings_show_no_secret(fmt: str) -> None:
+    settings = _all_secrets_settings()
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging(fmt, stream)
+    try:
+        log = structlog.get_logger()
+        log.info("settings_loaded", settings=settings, values=dataclasses.asdict(settings))
+        fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+        log.info("settings_fields", **fields)
+        log.info(f"started with {settings}")
+    finally:
+        structlog.reset_defaults()
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    _assert_clean(stream.getvalue())
+    assert "settings_loaded" in stream.getvalue()
+
+
+def test_every_secret_can_come_from_a_file_or_a_systemd_credential(tmp_path: Path) -> None:
+    names = list(SECRETS)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    env: dict[str, str] = {"SECUREPAY_SMTP_USERNAME": "receipts"}
+    for index, name in enumerate(names):
+        if index % 2:
+            (credentials / name).write_text(SECRETS[name] + "\n")
+        else:
+            (tmp_path / name.lower()).write_text(SECRETS[name] + "\n")
+            env[f"{name}_FILE"] = str(tmp_path / name.lower())
+    env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    settings = Settings.from_env(env)
+    held = {
+        "SECUREPAY_PEPPER": settings.pepper, "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+        "STRIPE_API_KEY": settings.stripe_api_key, "SECUREPAY_PORTAL_TOKEN": settings.portal_token,
+        "SECUREPAY_DATABASE_URL": settings.database_url,
+        "TWILIO_AUTH_TOKEN_PREVIOUS": settings.twilio_auth_token_previous,
+        "SECUREPAY_SMTP_PASSWORD": settings.smtp_password,
+    }
+    assert set(held) == set(SECRET_VARIABLES)
+    for name, secret in held.items():
+        assert secret is not None and secret.reveal() == SECRETS[name], name
+
+
+def test_a_missing_secret_file_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"TWILIO_AUTH_TOKEN_FILE": str(tmp_path / "absent")})
+    assert "TWILIO_AUTH_TOKEN_FILE" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_short_pepper_from_a_file_names_the_file_variable(tmp_path: Path) -> None:
+    (tmp_path / "pepper").write_text("short\n")
+    with pytest.raises(SettingsError, match="SECUREPAY_PEPPER_FILE must be at least 16"):
+        Settings.from_env({"SECUREPAY_PEPPER_FILE": str(tmp_path / "pepper")})
+
+
+def test_the_pepper_is_needed_only_by_what_hashes(tmp_path: Path) -> None:
+    settings = Settings.from_env({})
+    assert settings.pepper is None
+    with pytest.raises(SettingsError, match="SECUREPAY_PEPPER"):
+        settings.require_pepper()
+    with pytest.raises(SettingsError, match="SECUREPAY_PEPPER"):
+        create_app(Settings.from_env({"TWILIO_AUTH_TOKEN": "a-token"}))

@@ -16,6 +16,7 @@ from flask.cli import ScriptInfo
 from werkzeug.serving import make_server
 
 from ivr.cli.call import call_command, make_call_command
+from ivr.secrets import Secret
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
 from ivr.softphone import (
@@ -499,7 +500,11 @@ def test_the_terminal_shows_what_is_said_and_pressed() -> None:
 
 def _in_process_script(app: Flask, token: str | None) -> ScriptInfo:
     """What the ``securepay`` group passes down: the app, whose settings the command reads."""
-    settings = Settings(pepper=b"x" * 16, twilio_auth_token=token, public_url=PUBLIC_URL)
+    settings = Settings(
+        pepper=Secret("x" * 16),
+        twilio_auth_token=None if token is None else Secret(token),
+        public_url=PUBLIC_URL,
+    )
     app.extensions[EXTENSION_KEY] = SimpleNamespace(settings=settings)
     return ScriptInfo(create_app=lambda: app)
 

@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from ivr.cli.call import call_command
 from ivr.secret_scan import appears_alone
+from ivr.secrets import Secret
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
 from ivr.softphone import FlaskTransport, Paid, PayFellThrough, Softphone, WalkStopped
@@ -364,10 +365,10 @@ def test_typed_star_silence_and_hang_up(stdin: str, gesture: Gesture) -> None:
 
 def _in_process(app: Flask, stripe_key: str | None, stripe_base: str | None) -> ScriptInfo:
     settings = Settings(
-        pepper=b"x" * 16,
-        twilio_auth_token=AUTH_TOKEN,
+        pepper=Secret("x" * 16),
+        twilio_auth_token=Secret(AUTH_TOKEN),
         public_url=PUBLIC_URL,
-        stripe_api_key=stripe_key,
+        stripe_api_key=None if stripe_key is None else Secret(stripe_key),
         stripe_api_base=stripe_base,
     )
     app.extensions[EXTENSION_KEY] = SimpleNamespace(settings=settings)

@@ -3,13 +3,20 @@
 A plain click group: ``--help`` works without any settings. Commands that need the
 application use ``flask.cli.with_appcontext``, which builds it on first use from the
 environment (``create_app(cli=True)``: the Twilio token is not needed off the webhooks).
+
+One handler sits around every command (``SecurePayGroup.invoke``): a database failure is
+one line on stderr and exit status 1, never SQLAlchemy's traceback with the statement
+and its parameters (``ivr.cli.database_errors``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask import Flask
 from flask.cli import ScriptInfo
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.cli import db_group, import_group
 from ivr import create_app
@@ -17,6 +24,7 @@ from ivr.cli.audit import audit_group
 from ivr.cli.call import call_command
 from ivr.cli.calls import calls_group
 from ivr.cli.config import config_group
+from ivr.cli.database_errors import DatabaseFailed, describe
 from ivr.cli.demo import demo_command
 from ivr.cli.pin import pin_group
 from ivr.settings import SettingsError
@@ -26,12 +34,28 @@ from payments.cli import payments_group
 
 def _cli_app() -> Flask:
     try:
-        return create_app(cli=True)
+        app = create_app(cli=True)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    # The command's connections are closed when it ends, not left to the garbage collector.
+    click.get_current_context().call_on_close(app.extensions["securepay"].engine.dispose)
+    return app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class SecurePayGroup(click.Group):
+    """The ``securepay`` group: one error handler around every command it runs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            # ``from None``: the chained error would print the SQL and its parameters.
+            raise DatabaseFailed(describe(exc)) from None
+        except SettingsError as exc:  # e.g. the pepper, asked for by the first hash
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=SecurePayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     package_name="securepay", prog_name="securepay", message="%(prog)s " + build().describe()
 )

@@ -4,7 +4,8 @@
 summary, 1 naming the first changed, removed or inserted event. ``anchor`` prints the
 chain's head as a JSON line, to be kept where the database's administrator cannot write;
 ``verify --anchor`` then also proves the anchored events are still there, unchanged.
-``export`` writes the trail as JSON lines for a SIEM. ``scan-secrets`` looks for card
+``export`` writes the trail as JSON lines for a SIEM (an event that cannot be read is
+written as stored, and named on stderr: exit 1). ``scan-secrets`` looks for card
 numbers, security codes and given secrets in the database, logs and exports; the exact
 secrets come from a file, never from the command line (``ps`` shows arguments).
 
@@ -22,10 +23,9 @@ from zoneinfo import ZoneInfo
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.audit_chain import AnchorFileError, make_anchor, read_anchors, verify
+from db.audit_chain import AnchorFileError, StoredEvent, make_anchor, read_anchors, read_stored, verify
 from db.models import AuditEvent
 from ivr.cli.report_window import fail, parse_day
 from ivr.secret_scan import scan_database, scan_files
@@ -111,37 +111,56 @@ def _start_of(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, zone).astimezone(UTC)
 
 
-def export_line(event: AuditEvent, zone: ZoneInfo) -> dict[str, Any]:
-    """One event as the SIEM gets it: every field, the time in UTC and in the utility's zone."""
+def export_line(event: StoredEvent, zone: ZoneInfo) -> dict[str, Any]:
+    """One event as the SIEM gets it: every field, the time in UTC and in the utility's zone.
+
+    An event whose content cannot be read is written as the database holds it: each
+    field's raw text, ``occurred_at_local`` null, and ``unreadable`` saying which field
+    and why (``verify`` names it as changed).
+    """
+    if event.content is None:
+        return {
+            "seq": event.raw["seq"],
+            "id": event.id,
+            "occurred_at": event.raw["occurred_at"],
+            "occurred_at_local": None,
+            "timezone": zone.key,
+            **{name: event.raw[name] for name in ("event", "success", "call_sid", "account_id", "actor",
+                                                  "os_user", "host", "process", "detail")},
+            "prev_hash": event.prev_hash,
+            "hash": event.hash,
+            "unreadable": list(event.unreadable),
+        }
+    content = event.content
+    occurred_at: datetime = content["occurred_at"]
     return {
-        "seq": event.seq,
+        "seq": content["seq"],
         "id": event.id,
-        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
-        "occurred_at_local": event.occurred_at.astimezone(zone).isoformat(),
+        "occurred_at": occurred_at.astimezone(UTC).isoformat(),
+        "occurred_at_local": occurred_at.astimezone(zone).isoformat(),
         "timezone": zone.key,
-        "event": event.event,
-        "success": event.success,
-        "call_sid": event.call_sid,
-        "account_id": event.account_id,
-        "actor": event.actor,
-        "os_user": event.os_user,
-        "host": event.host,
-        "process": event.process,
-        "detail": event.detail,
+        "event": content["event"],
+        "success": content["success"],
+        "call_sid": content["call_sid"],
+        "account_id": content["account_id"],
+        "actor": content["actor"],
+        "os_user": content["os_user"],
+        "host": content["host"],
+        "process": content["process"],
+        "detail": content["detail"],
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
 
 
-def _events(session: Session, start: datetime | None, end: datetime | None) -> Iterator[AuditEvent]:
-    query = select(AuditEvent).order_by(AuditEvent.seq)
+def _events(session: Session, start: datetime | None, end: datetime | None) -> Iterator[StoredEvent]:
+    occurred_at = AuditEvent.__table__.c.occurred_at
+    where = []
     if start is not None:
-        query = query.where(AuditEvent.occurred_at >= start)
+        where.append(occurred_at >= start)
     if end is not None:
-        query = query.where(AuditEvent.occurred_at < end)
-    for event in session.scalars(query.execution_options(yield_per=1000)):
-        yield event
-        session.expunge(event)
+        where.append(occurred_at < end)
+    yield from read_stored(session, *where)
 
 
 @audit_group.command("export")
@@ -149,7 +168,11 @@ def _events(session: Session, start: datetime | None, end: datetime | None) -> I
 @click.option("--until", metavar="YYYY-MM-DD", help="Last day, included (default: now).")
 @with_appcontext
 def export_command(since: str | None, until: str | None) -> None:
-    """Print the trail as JSON lines for a SIEM, in chain order (one event per line)."""
+    """Print the trail as JSON lines for a SIEM, in chain order (one event per line).
+
+    An event whose content cannot be read is written raw, with an ``unreadable`` field,
+    and named on stderr; the exit status is then 1.
+    """
     services = current_services()
     zone = services.settings.timezone
     first, last = parse_day("--since", since), parse_day("--until", until)
@@ -157,9 +180,21 @@ def export_command(since: str | None, until: str | None) -> None:
         fail(f"--since ({first}) is after --until ({last})")
     start = None if first is None else _start_of(first, zone)
     end = None if last is None else _start_of(last + timedelta(days=1), zone)
+    unreadable = 0
     with services.sessions() as session:
         for event in _events(session, start, end):
             click.echo(json.dumps(export_line(event, zone), sort_keys=False, ensure_ascii=False))
+            if event.content is None:
+                unreadable += 1
+                where = f"seq {event.seq}" if event.seq is not None else f"seq {event.raw['seq']!r}"
+                click.echo(
+                    f"{where} (row id {event.id}) written as stored: its content cannot be read "
+                    f"({event.why_unreadable})",
+                    err=True,
+                )
+    if unreadable:
+        click.echo(f"{unreadable} event(s) could not be read and were written raw", err=True)
+        raise click.exceptions.Exit(1)
 
 
 # --- scan-secrets ---------------------------------------------------------------------

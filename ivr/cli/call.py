@@ -22,6 +22,7 @@ import click
 from flask import current_app, has_app_context
 from flask.cli import ScriptInfo
 
+from ivr.secrets import Secret, SecretSourceError, read_secret
 from ivr.services import current_services
 from ivr.softphone import (
     DEFAULT_TO_NUMBER,
@@ -71,7 +72,7 @@ def _in_process(ctx: click.Context) -> tuple[Transport, str, str]:
         raise click.ClickException("TWILIO_AUTH_TOKEN is not set: the softphone signs its webhooks with it")
     public_url = settings.public_url or "http://localhost"
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    return FlaskTransport(app, base_url=public_url), settings.twilio_auth_token, public_url
+    return FlaskTransport(app, base_url=public_url), settings.twilio_auth_token.reveal(), public_url
 
 
 def _remote(base_url: str) -> tuple[Transport, str, str]:
@@ -80,11 +81,18 @@ def _remote(base_url: str) -> tuple[Transport, str, str]:
         transport = HttpTransport(base_url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--url") from None
-    # The command line's edge: the app's Settings need a pepper this command has no use for.
-    token = os.environ.get("TWILIO_AUTH_TOKEN", "").strip()
-    if not token:
+    # The command line's edge: no app here, only the token the remote IVR checks.
+    token = _secret_from_env("TWILIO_AUTH_TOKEN")
+    if token is None:
         raise click.ClickException("TWILIO_AUTH_TOKEN is not set: export the token the IVR at --url checks")
-    return transport, token, base_url.rstrip("/")
+    return transport, token.reveal(), base_url.rstrip("/")
+
+
+def _secret_from_env(name: str) -> Secret | None:
+    try:
+        return read_secret(os.environ, name)
+    except SecretSourceError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _check_cards(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,14 +134,15 @@ class _EmulatedPay:
 
 def _stripe_in_process() -> tuple[str | None, str | None]:
     settings = current_services().settings
-    return settings.stripe_api_key, settings.stripe_api_base
+    key = settings.stripe_api_key
+    return (None if key is None else key.reveal()), settings.stripe_api_base
 
 
 def _stripe_remote() -> tuple[str | None, str | None]:
-    # As for the token: the app's Settings would need a pepper this command has no use for.
-    key = os.environ.get("STRIPE_API_KEY", "").strip() or None
+    # As for the token: only what the softphone itself needs.
+    key = _secret_from_env("STRIPE_API_KEY")
     base = os.environ.get("STRIPE_API_BASE", "").strip() or None
-    return key, base
+    return (None if key is None else key.reveal()), base
 
 
 def make_call_command(pay: PayHandler | Literal["emulate"] = no_pay_handler) -> click.Command:

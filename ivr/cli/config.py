@@ -28,6 +28,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ivr.secrets import Secret
 from ivr.settings import BusinessHours, Settings, SettingsError
 from ivr.version import build
 
@@ -77,20 +78,20 @@ def variable_of(field_name: str) -> str:
 
 def mask(field_name: str, value: object) -> str | None:
     """How a secret is shown (never its value, nor its length); None: not a secret."""
-    if field_name not in SECRET_FIELDS:
+    if not isinstance(value, Secret) and field_name not in SECRET_FIELDS:
         return None
     return MASKED if value else "(not set)"
 
 
 def shown_value(field_name: str, value: object) -> str:
     """The value of one setting as ``config check`` prints it."""
+    if field_name == "database_url" and isinstance(value, Secret):
+        return _database_url(value.reveal())  # its password hidden, the rest worth seeing
     masked = mask(field_name, value)
     if masked is not None:
         return masked
     if value is None:
         return "(not set)"
-    if field_name == "database_url":
-        return _database_url(str(value))
     if field_name.endswith("_cents") and isinstance(value, int):
         return f"{value // 100}.{value % 100:02d}"
     if isinstance(value, bool):
@@ -153,7 +154,7 @@ def _warnings(settings: Settings) -> Iterator[str]:
         )
     if settings.stripe_api_key is None:
         yield "STRIPE_API_KEY is not set: payments are off (the menu says so)"
-    elif settings.stripe_api_key.startswith(("sk_test_", "rk_test_")):
+    elif settings.stripe_api_key.reveal().startswith(("sk_test_", "rk_test_")):
         yield "STRIPE_API_KEY is a test-mode key: no real payment is taken"
     if settings.smtp_host is None:
         yield "SECUREPAY_SMTP_HOST is not set: no e-mail receipts"
@@ -179,8 +180,11 @@ def check(env: Mapping[str, str], *, serving: bool = True) -> CheckResult:
     settings: Settings | None = None
     if not errors:
         settings = Settings.from_env(env)
-        if serving and settings.twilio_auth_token is None:
-            errors.append("TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified")
+        if serving:
+            try:
+                settings.require_web()  # the token and the pepper
+            except SettingsError as exc:
+                errors.append(str(exc))
     warnings = list(_warnings(settings)) if settings is not None else []
     return CheckResult(settings, errors, warnings)
 

@@ -30,6 +30,7 @@ from db import migrate
 from db.importer import import_accounts
 from db.models import Payment, PaymentAttempt
 from ivr import create_app
+from ivr.secrets import Secret
 from ivr.services import Services, current_services
 from ivr.settings import Settings
 from ivr.softphone import (
@@ -125,11 +126,11 @@ DEMO_MEMBERS: Final = (
 def demo_settings(database_url: str, stripe_api_base: str) -> Settings:
     """The app's settings for the demo: demo secrets, the emulator as Stripe."""
     return Settings(
-        pepper=DEMO_PEPPER.encode(),
-        database_url=database_url,
-        twilio_auth_token=DEMO_TWILIO_TOKEN,
+        pepper=Secret(DEMO_PEPPER),
+        database_url=Secret(database_url),
+        twilio_auth_token=Secret(DEMO_TWILIO_TOKEN),
         public_url=DEMO_PUBLIC_URL,
-        stripe_api_key=DEMO_STRIPE_KEY,
+        stripe_api_key=Secret(DEMO_STRIPE_KEY),
         stripe_api_base=stripe_api_base,
     )
 

@@ -50,6 +50,8 @@ class FlowConfig:
     pin_failures_per_account: int = 5
     pin_failure_window: timedelta = timedelta(hours=24)
     caller_failures_per_hour: int = 10
+    withheld_failures_per_hour: int = 10
+    line_failures_per_hour: int = 100
     max_captured_accounts: int = 8
     account_entry_tries: int = 3
     pay_connector: str = "Default"
@@ -71,6 +73,8 @@ class FlowConfig:
             pin_failures_per_account=settings.pin_failures_per_account,
             pin_failure_window=timedelta(hours=settings.pin_failure_window_hours),
             caller_failures_per_hour=settings.caller_failures_per_hour,
+            withheld_failures_per_hour=settings.withheld_failures_per_hour,
+            line_failures_per_hour=settings.line_failures_per_hour,
             pay_connector=settings.pay_connector,
             card_types=settings.card_types,
             new_cards_per_call=settings.new_cards_per_call,

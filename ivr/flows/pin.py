@@ -19,12 +19,16 @@ def _is_four_digits(entry: str) -> bool:
 
 
 def _failed(ctx: Ctx, check: Check, retry: Go) -> Go:
-    """Count a failure in this call; the last one allowed ends the call politely."""
+    """Count a failure in this call; the last one allowed ends the call politely.
+
+    While the line-wide PIN failure alarm is on (``ivr.flows.credentials``), the first
+    failure is the last one allowed."""
     failures = int(ctx.call.data.get("auth_failures", 0)) + 1
     ctx.call.data["auth_failures"] = failures
     if check is Check.LOCKED:
         ctx.call.data["locked"] = True
-    if failures >= ctx.config.pin_failures_per_call:
+    allowed = 1 if ctx.call.data.get("line_alarm") else ctx.config.pin_failures_per_call
+    if failures >= allowed:
         outcome = "locked-out" if ctx.call.data.get("locked") else "auth-failed"
         return Go(AUTH_FAILED, outcome=outcome)
     return retry

@@ -125,6 +125,14 @@ class Credentials(Protocol):
 
     def release_caller_attempt(self, caller: str) -> None: ...
 
+    def count_failure(self, key: str, now: datetime, window: timedelta) -> int:
+        """Count one failure against ``key`` (uncapped) in its window; the count after it.
+
+        A window opens at a failure and lasts ``window``; the next failure after it opens
+        a new one at 1. The line-wide PIN failure alarm counts this way.
+        """
+        ...
+
 
 class Calls(Protocol):
     def load_for_update(self, call_sid: str) -> CallRecord | None:

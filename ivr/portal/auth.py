@@ -66,6 +66,6 @@ def require_bearer() -> Response | None:
     token, reason = _presented_token()
     if token is None:
         return _refused(reason)
-    if not hmac.compare_digest(token, expected.encode("utf-8")):
+    if not hmac.compare_digest(token, expected.reveal_bytes()):
         return _refused("wrong")
     return None
