@@ -26,8 +26,9 @@ NAME = "Quenneville"  # a name that appears nowhere else: found in the output, i
 CALL_SID = "CA" + "7e" * 16
 
 # Every command of `securepay`, with arguments that reach the database. Excluded: `serve`
-# (a server), `call` (it drives webhooks, which answer TwiML), `demo` (its own database).
-NOT_DATABASE_COMMANDS = {"serve", "call", "demo"}
+# (a server), `call` (it drives webhooks, which answer TwiML), `demo` (its own database),
+# `config check` (it reads the environment, never the database).
+NOT_DATABASE_COMMANDS = {"serve", "call", "demo", "config check"}
 WRITERS = {
     "pin reset": ["pin", "reset", ACCOUNT, "--staff", "J. Ortiz", "--reason", "member request"],
     "pin unlock": ["pin", "unlock", ACCOUNT, "--staff", "J. Ortiz", "--reason", "verified"],
