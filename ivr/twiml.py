@@ -29,6 +29,7 @@ def render(reply: Reply) -> str:
             num_digits=spec.num_digits,
             finish_on_key=spec.finish_on_key,
             timeout=spec.timeout_seconds,
+            action_on_empty_result=True if spec.empty_result else None,
         )
         for speech in spec.speech:
             gather.say(speech.text, language=language_tag(speech.language))

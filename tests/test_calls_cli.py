@@ -32,8 +32,8 @@ OTHER_CALLER = "+12025550178"
 ACCOUNT = "10004821"
 OTHER_ACCOUNT = "20007315"
 WRONG_PIN = "0735"
-TO_MENU = ["1", "1", PIN]  # English, the account found by caller ID, the PIN
-WRONG_THRICE = ["1", "1", WRONG_PIN, "1", WRONG_PIN, "1", WRONG_PIN]
+TO_MENU = ["1", PIN]  # English, the account found by caller ID, the PIN
+WRONG_THRICE = ["1", WRONG_PIN, "1", WRONG_PIN, "1", WRONG_PIN]
 STEP = timedelta(seconds=10)  # each answer to a prompt takes the caller 10 seconds
 SECRETS = (PIN, WRONG_PIN, SSN, OTHER_SSN, NEW_PIN, "4242424242424242", "4000000000000341")
 

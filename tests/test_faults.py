@@ -251,7 +251,7 @@ def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) ->
     token = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
     call = RawCall(app, caller)
     assert call.start().status_code == 200
-    for n, digits in enumerate(["1", "1", PIN, "1", "2"], start=1):
+    for n, digits in enumerate(["1", PIN, "1", "2"], start=1):
         assert call.step(n, digits).status_code == 200
     response = call.pay(6, token.processor_id)
     assert b"You are about to pay" in response.data, response.data
@@ -567,7 +567,7 @@ class UpToConfirm:
     the confirm itself, so that it can race it, kill it and replay it)."""
 
     def __init__(self) -> None:
-        self.script = ["1", "1", PIN, "1", "2"]
+        self.script = ["1", PIN, "1", "2"]
         self.confirm_url: str | None = None
 
     def keys_for(self, gather: GatherPrompt) -> KeyPress:

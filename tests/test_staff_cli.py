@@ -39,7 +39,7 @@ def test_reset_clears_the_pin_and_the_member_creates_one_on_the_next_call(
     (event,) = staff_events(app, "pin_reset")
     assert event.actor == "J. Ortiz" and event.detail["reason"] == "member request #4411"
     assert event.os_user == getpass.getuser() and event.host
-    call = phone.call(CALLER, ["1", "1", SSN, "0582", "0582"])
+    call = phone.call(CALLER, ["1", SSN, "0582", "0582"])
     assert "You do not have a Personal Identification Number yet." in call.said_text()
     assert call.last_said().startswith(MENU)
 
@@ -47,14 +47,14 @@ def test_reset_clears_the_pin_and_the_member_creates_one_on_the_next_call(
 def test_unlock_lifts_a_lockout(app: Flask, phone: Softphone) -> None:
     (account_id,) = add_members(app, Member("10004821", phones=[CALLER]))
     for _ in range(2):
-        phone.call(CALLER, ["1", "1", "1111", "1", "2222", "1", "3333"])
+        phone.call(CALLER, ["1", "1111", "1", "2222", "1", "3333"])
     assert "locked:         yes" in run(app, "status", "10004821")[1]
     code, out = run(app, "unlock", "10004821", "--staff", "J. Ortiz", "--reason", "verified by phone")
     assert code == 0 and "unlocked" in out
     with app.app_context(), current_services().unit_of_work() as uow:
         row = uow.session.get(PinCredential, account_id)
         assert row is not None and row.locked_at is None and row.failure_count == 0
-    assert phone.call(CALLER, ["1", "1", PIN]).last_said().startswith(MENU)
+    assert phone.call(CALLER, ["1", PIN]).last_said().startswith(MENU)
     assert len(staff_events(app, "pin_unlock")) == 1
 
 

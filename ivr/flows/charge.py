@@ -56,6 +56,12 @@ Outcome = ChargeResult | Declined | NotCharged | Unknown
 
 
 def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
+    return charge_confirmed(ctx)
+
+
+def charge_confirmed(ctx: Ctx) -> Go:
+    """Charge what the caller just said yes to (``data``: amount, method, ``confirm_no``):
+    the confirm step's `1`, and the one-press offer's (``fast_lane``)."""
     gateway = ctx.gateway
     if gateway is None:
         return Go(MENU, notice=Phrase("payments_unavailable"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
+from datetime import date, timedelta, tzinfo
 from typing import Any, Protocol
 
 import structlog
@@ -37,6 +37,19 @@ class CallMoved(Exception):
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """Seconds a gather waits for the first key, per kind of wait (``machine.Wait``)."""
+
+    language: int = 2
+    menu: int = 6
+    entry: int = 8
+    card: int = 10
+
+    def seconds(self, wait: str) -> int:
+        return int(getattr(self, wait))
+
+
+@dataclass(frozen=True)
 class FlowConfig:
     """The settings a call flow needs, taken from ``Settings`` once."""
 
@@ -56,6 +69,9 @@ class FlowConfig:
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    closed_days: frozenset[date] = frozenset()  # member services closed all day (holidays)
+    texts_on: bool = False  # text receipts (key 3 after a payment) are offered
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -74,6 +90,14 @@ class FlowConfig:
             new_cards_per_call=settings.new_cards_per_call,
             declines_per_account_day=settings.declines_per_account_day,
             declines_per_caller_day=settings.declines_per_caller_day,
+            timeouts=Timeouts(
+                language=settings.language_timeout_seconds,
+                menu=settings.menu_timeout_seconds,
+                entry=settings.entry_timeout_seconds,
+                card=settings.card_timeout_seconds,
+            ),
+            closed_days=settings.closed_days,
+            texts_on=settings.sms_from is not None,
         )
 
 

@@ -57,8 +57,10 @@ class FlowEngine:
         if call.step == 0 and call.status == "active":
             call.state = self.flow.start
             call.step = 1
-            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
             ctx.event("call_started", to_number=call.to_number)
+            if self.flow.on_call is not None:
+                self.flow.on_call(ctx)
+            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
         return self.render(ctx)
 
     def handle(self, ctx: Ctx, received: Input) -> Reply:
@@ -130,8 +132,8 @@ class FlowEngine:
             if not digits:
                 return state.timeout
             return state.on.get(digits, state.invalid)
-        if digits == "*" and "*" in state.on:
-            return state.on["*"]
+        if digits in ("*", "#") and digits in state.on:
+            return state.on[digits]
         if not digits:
             return state.timeout
         return state.on[ENTERED]
@@ -153,6 +155,8 @@ class FlowEngine:
             ctx.event("state_entered", to_state=target.name)
         call.state = target.name
         call.step += 1
+        if target.enter is not None:
+            target.enter(ctx)
         if target.is_end:
             call.status = "ended"
             call.outcome = go.outcome or target.outcome or call.outcome or "completed"
@@ -193,15 +197,14 @@ class FlowEngine:
             dial = Dial(ctx.config.member_services_number) if state.input.dial else None
             return Reply(step=call.step, speech=speech, dial=dial, hangup=dial is None)
         spec = state.input
+        seconds = ctx.config.timeouts.seconds(spec.wait)
         if isinstance(spec, Pay):
-            request = PayRequest(
-                ctx.config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang
-            )
+            request = PayRequest(ctx.config.pay_connector, spec.max_attempts, seconds, ctx.lang)
             return Reply(step=call.step, speech=speech, pay=request)
         if isinstance(spec, Entry):
-            gather = Gather(speech, spec.digits, "#", spec.timeout_seconds)
+            gather = Gather(speech, spec.digits, "#", seconds, empty_result="#" in state.on)
         else:
-            gather = Gather(speech, 1, "", spec.timeout_seconds)
+            gather = Gather(speech, 1, "", seconds)
         return Reply(step=call.step, gather=gather)
 
     def _speech(self, ctx: Ctx, phrase: Phrase) -> Speech:
