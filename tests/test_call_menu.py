@@ -12,10 +12,10 @@ from tests.fakes import FakeClock
 from tests.members import PIN, Member, add_members
 
 CALLER = "+12025550143"
-MENU = "To pay the full balance, press 1."
+MENU = "Press 1 to pay the full balance."
 OPTIONS = (
-    "Press 2 for another amount or method, 3 for your last payment, 4 for Auto Pay, "
-    "5 for another account, 0 for member services, 9 to repeat."
+    "Or press 2 for another amount or method, 3 last payment, 4 Auto Pay, 5 another account, "
+    "0 member services."
 )
 
 
@@ -90,7 +90,7 @@ def test_member_services_outside_hours_says_the_hours_and_returns_to_the_menu(
     call = phone.call(CALLER, [lang, PIN, "0"])
     assert hours in call.said_text()
     assert not [e for e in call.events if isinstance(e, Dialed)]
-    assert call.last_said().startswith(("Press 2", "Oprima 2"))
+    assert call.last_said().startswith(("Or press 2", "O oprima 2"))
 
 
 def test_three_misses_at_the_menu_end_the_call_politely(app: Flask, phone: Softphone) -> None:

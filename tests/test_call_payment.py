@@ -16,7 +16,7 @@ from tests.ledger_checks import DECLINES_AT_CHARGE, VISA, books, processor_charg
 from tests.members import PIN, Member, add_members
 
 CALLER = "+12025550143"
-MENU = "To pay the full balance, press 1."
+MENU = "Press 1 to pay the full balance."
 PayPhone = Callable[..., Softphone]
 TO_MENU = ["1", PIN]  # English, the account found by caller ID, the PIN
 
@@ -46,7 +46,7 @@ def test_paying_the_full_balance_with_a_new_card(
     (charge,) = processor_charges(stripe_client)
     assert (charge.id, charge.amount) == (payment.processor_id, 12345)
     assert ledger.attempts[0].status == "succeeded" and not ledger.methods
-    assert "Thank you. Payment of 123 dollars and 45 cents received." in text
+    assert "Paid, thank you. Your confirmation number is" in text
 
 
 def test_the_pay_verb_only_tokenizes(app: Flask, card_phone: PayPhone) -> None:
@@ -145,7 +145,7 @@ def test_a_card_that_is_not_collected_is_said_plainly_and_offers_another_try(
 def test_star_during_card_entry_goes_back(app: Flask, card_phone: PayPhone) -> None:
     add_members(app, member())
     call = card_phone("*").call(CALLER, [*TO_MENU, "1", "2"])
-    assert call.last_said().startswith("Press 2 for another amount or method")
+    assert call.last_said().startswith("Or press 2 for another amount or method")
     assert call.said_text().rindex(MENU) > call.said_text().index("Have your card ready.")
 
 
@@ -172,7 +172,7 @@ def test_a_daily_cap_of_declines_per_account_stops_card_payments(
     assert "This account cannot take card payments by phone today." in capped.said_text()
     clock.advance(timedelta(hours=25))
     later = card_phone(VISA).call(CALLER, [*TO_MENU, "1", "2", "1"])
-    assert "Thank you. Payment of 123 dollars and 45 cents received." in later.said_text()
+    assert "Paid, thank you. Your confirmation number is" in later.said_text()
 
 
 def test_the_last_payment_is_read_with_its_confirmation_number(
@@ -210,7 +210,7 @@ def test_paying_in_spanish(app: Flask, card_phone: PayPhone) -> None:
         "Está a punto de pagar 123 dólares con 45 centavos en la cuenta que termina en 4 8 2 1 "
         "con la tarjeta Visa que termina en 4 2 4 2."
     ) in text
-    assert "Gracias. Recibimos su pago de 123 dólares con 45 centavos." in text
+    assert "Pagado, gracias. Su número de confirmación es" in text
     pay = next(e for e in call.exchanges if "<Pay " in e.body).body
     assert 'language="es-US"' in pay
 
@@ -241,6 +241,6 @@ def test_a_card_already_on_file_elsewhere_is_charged_without_being_saved_twice(
         for n, digits in enumerate(["1", PIN, "1", "1"], start=1):  # ... pay in full, save: 1
             call.step(n, digits)
         assert b"You are about to pay" in call.pay(5, token.processor_id).data
-        assert b"received. Your confirmation number" in call.step(6, "1").data
+        assert b"Your confirmation number is" in call.step(6, "1").data
     ledger = books(app)
     assert len(ledger.payments) == 2 and len(ledger.methods) == 1

@@ -16,8 +16,8 @@ from tests.members import NEW_PIN, OTHER_SSN, PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"
 WRONG = "pin does not match"
-MENU = "To pay the full balance, press 1."
-OPTIONS = "Press 2 for another amount or method"
+MENU = "Press 1 to pay the full balance."
+OPTIONS = "Or press 2 for another amount or method"
 PIN_PROMPT = "Enter your 4-digit PIN."
 WRONG_PIN = "That PIN does not match our records."
 DESIRED = "Enter a new 4-digit PIN."
@@ -52,7 +52,7 @@ def test_the_right_pin_reads_the_balance_and_the_menu(app: Flask, phone: Softpho
 
 @pytest.mark.parametrize("key, wrong_words, menu_words", [
     ("1", WRONG_PIN, MENU),
-    ("2", "Ese PIN no coincide con nuestros registros.", "Para pagar el saldo total, oprima 1."),
+    ("2", "Ese PIN no coincide con nuestros registros.", "Oprima 1 para pagar el saldo total."),
 ])
 def test_a_wrong_pin_offers_reenter_and_the_right_one_then_works(
     app: Flask, phone: Softphone, key: str, wrong_words: str, menu_words: str
@@ -61,7 +61,7 @@ def test_a_wrong_pin_offers_reenter_and_the_right_one_then_works(
     call = phone.call(CALLER, [key, "9999", "1", PIN])
     assert wrong_words in call.said_text()
     assert menu_words in call.said_text()
-    assert call.last_said().startswith(("Press 2", "Oprima 2"))
+    assert call.last_said().startswith(("Or press 2", "O oprima 2"))
 
 
 def test_three_wrong_entries_in_one_call_end_it(app: Flask, phone: Softphone) -> None:

@@ -22,7 +22,7 @@ from tests.members import PIN, Member, add_members
 from tests.twilio_requests import RawCall
 
 CALLER = "+12025550143"
-RECEIVED = b"received. Your confirmation number is"
+RECEIVED = b"Your confirmation number is"
 
 
 class ConfirmingCall(RawCall):

@@ -20,15 +20,12 @@ from tests.twilio_requests import RawCall
 from tests.wallets import store_card, store_row
 
 CALLER = "+12025550143"
-OFFER = (
-    "To pay 123 dollars and 45 cents on the account ending in 4 8 2 1 "
-    "with the Visa ending in 4 2 4 2, press 1."
-)
+OFFER = "Press 1 to pay 123 dollars and 45 cents on account ending 4 8 2 1 with Visa ending 4 2 4 2."
 OFFER_ES = (
-    "Para pagar 123 dólares con 45 centavos en la cuenta que termina en 4 8 2 1 "
-    "con la tarjeta Visa que termina en 4 2 4 2, oprima 1."
+    "Oprima 1 para pagar 123 dólares con 45 centavos en la cuenta que termina en 4 8 2 1 "
+    "con tarjeta Visa que termina en 4 2 4 2."
 )
-RECEIVED = "Thank you. Payment of 123 dollars and 45 cents received."
+RECEIVED = "Paid, thank you. Your confirmation number is"
 
 
 def returning(app: Flask, client: stripe.StripeClient, **kwargs: str) -> str:
@@ -76,7 +73,7 @@ def test_the_fast_lane_in_spanish(app: Flask, phone: Softphone, stripe_client: s
     call = phone.call(CALLER, ["-", PIN, "1"])  # a Spanish account: no input keeps Spanish
     text = call.said_text()
     assert OFFER_ES in text
-    assert "Gracias. Recibimos su pago de 123 dólares con 45 centavos." in text
+    assert "Pagado, gracias. Su número de confirmación es" in text
     assert_one_charge(app, stripe_client, pm)
 
 
@@ -87,13 +84,12 @@ def test_the_offer_names_the_method_paid_with_last_else_the_one_stored_last(
     visa = store_card(app, stripe_client, "10004821")
     store_card(app, stripe_client, "10004821", number="5555555555554444")
     first = phone.call(CALLER, ["1", PIN, "9"])
-    assert "ending in 4 4 4 4, press 1." in first.said_text()  # stored last (localstripe: any brand)
+    assert "ending 4 4 4 4." in first.said_text()  # stored last (localstripe: any brand)
     phone.call(CALLER, ["1", PIN, "2", "10#", "1", "1"])  # 10 dollars with the Visa (key 1 of 2)
     assert [a.method_processor_id for a in books(app).attempts] == [visa]
     second = phone.call(CALLER, ["1", PIN])
     assert (
-        "To pay 113 dollars and 45 cents on the account ending in 4 8 2 1 "
-        "with the Visa ending in 4 2 4 2, press 1."
+        "Press 1 to pay 113 dollars and 45 cents on account ending 4 8 2 1 with Visa ending 4 2 4 2."
     ) in second.said_text()  # the one this account paid with last
 
 
@@ -110,7 +106,7 @@ def test_no_offer_for_nothing_due_or_outside_the_limits(
     call = phone.call(CALLER, ["1", PIN, "1"])
     text = call.said_text()
     assert said in text
-    assert "with the Visa ending in 4 2 4 2, press 1." not in text
+    assert "with Visa ending 4 2 4 2." not in text
     assert not processor_charges(stripe_client) and not books(app).attempts
 
 
@@ -119,8 +115,8 @@ def test_with_nothing_due_one_is_not_offered(
 ) -> None:
     returning(app, stripe_client, balance="0.00")
     text = phone.call(CALLER, ["1", PIN]).said_text()
-    assert "press 1" not in text.split("Your balance is zero.")[1]
-    assert "Press 2 for another amount or method" in text
+    assert "ress 1" not in text.split("Your balance is zero.")[1]
+    assert "Or press 2 for another amount or method" in text
 
 
 def test_over_the_limit_one_leads_to_the_amount_prompt_not_a_charge(
@@ -128,7 +124,7 @@ def test_over_the_limit_one_leads_to_the_amount_prompt_not_a_charge(
 ) -> None:
     returning(app, stripe_client, balance="6000.00")
     call = phone.call(CALLER, ["1", PIN, "1"])
-    assert "To pay the full balance, press 1." in call.said_text()
+    assert "Press 1 to pay the full balance." in call.said_text()
     assert "The largest payment by phone is 5,000 dollars." in call.said_text()
     assert call.last_said().startswith("Enter the amount")
 
@@ -137,8 +133,8 @@ def test_no_offer_with_a_stored_bank_account(app: Flask, phone: Softphone) -> No
     add_members(app, Member("10004821", phones=[CALLER]))
     store_row(app, "10004821", MethodInfo("pm_bank_0001", "bank", "STRIPE TEST BANK", "6789", None, None))
     text = phone.call(CALLER, ["1", PIN]).said_text()
-    assert "To pay the full balance, press 1." in text
-    assert "bank account ending in 6 7 8 9, press 1." not in text
+    assert "Press 1 to pay the full balance." in text
+    assert "bank account ending 6 7 8 9." not in text
 
 
 def test_no_offer_with_an_expired_card_or_without_the_processor_customer(
@@ -149,8 +145,8 @@ def test_no_offer_with_an_expired_card_or_without_the_processor_customer(
     store_row(app, "20003355", MethodInfo("pm_nocustomer", "card", "visa", "1881", 12, 2030), customer=None)
     for caller in (CALLER, "+12025550166"):
         text = phone.call(caller, ["1", PIN]).said_text()
-        assert "To pay the full balance, press 1." in text
-        assert "ending in 4 2 4 2, press 1." not in text and "ending in 1 8 8 1, press 1." not in text
+        assert "Press 1 to pay the full balance." in text
+        assert "ending 4 2 4 2." not in text and "ending 1 8 8 1." not in text
 
 
 def test_no_offer_when_payments_are_off(

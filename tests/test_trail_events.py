@@ -57,7 +57,7 @@ def trail(app: Flask, card_phone: Callable[..., Softphone]) -> list[AuditEvent]:
         card_phone().call(LOCKED_CALLER, ["1", PIN]),
     ]
     assert all(call.ok for call in calls)
-    assert "has been received" in calls[0].said_text()
+    assert "Your confirmation number is" in calls[0].said_text()
     runner = app.test_cli_runner()
     for action in ("unlock", "reset"):
         result = runner.invoke(
