@@ -114,7 +114,7 @@ def select_account(ctx: Ctx, account_id: int | None) -> Go:
         ctx.event("account_identified", known=False)
         return Go("pin_entry")
     via = "caller_id" if account_id in _captured_ids(ctx) else "keyed"
-    ctx.event("account_identified", known=True, via=via)
+    ctx.event("account_identified", known=True, via=via, account_last4=ctx.account().number[-4:])
     if ctx.uow.credentials.get(account_id).origin == "none":
         return begin_pin_creation(ctx, first_time=True)
     return Go("pin_entry")
