@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
     from payments.receipts import build_receipt_dispatcher
+    from payments.texts import build_text_receipts
 
     if settings is None:
         settings = Settings.from_env(os.environ)
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
-    Services(
+    services = Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         flow_config=FlowConfig.from_settings(settings),
         gateway=_gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
-    ).init_app(app)
+    )
+    services.texter = build_text_receipts(settings, services.unit_of_work)
+    services.init_app(app)
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)

@@ -8,9 +8,9 @@ one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at 
 
 from __future__ import annotations
 
-from ivr.flows import charge, fast_lane, identify, payment, pin
+from ivr.flows import charge, fast_lane, identify, payment, pin, texting
 from ivr.flows.machine import ENTERED, PAY_RESULT, REPEAT, Entry, Flow, Menu, Pay, Say, State, said
-from ivr.flows.menu import member_services_from, notice_then, speak_account_menu
+from ivr.flows.menu import enter_account_menu, member_services_from, notice_then, speak_account_menu
 
 CALL_FLOW = Flow.define(
     start="language",
@@ -49,7 +49,7 @@ CALL_FLOW = Flow.define(
                   "4": notice_then("account_menu", "autopay_in_portal"),
                   "5": identify.another_account,
                   "0": member_services_from("account_menu"), "9": REPEAT},
-              guard="verified", enter=fast_lane.prepare_offer),
+              guard="verified", enter=enter_account_menu),
         # -- 2.5 amount, 2.6 method, 2.7 confirm ------------------------------------------
         State("enter_amount", payment.speak_enter_amount, Entry(max_digits=12),
               on={ENTERED: payment.amount_entered, "#": payment.full_balance_keyed,
@@ -69,15 +69,16 @@ CALL_FLOW = Flow.define(
         State("confirm", payment.speak_confirm, Menu(),
               on={"1": charge.confirm_payment, "2": charge.cancel_payment, "9": REPEAT},
               guard="verified"),
-        State("payment_done", charge.speak_payment_done, Menu(),
-              on={"1": REPEAT, "2": "account_menu", "5": identify.another_account},
-              timeout="goodbye", guard="verified"),
+        State("payment_done", texting.speak_payment_done, Menu(),
+              on={"1": REPEAT, "2": "account_menu", "3": texting.text_receipt,
+                  "5": identify.another_account},
+              timeout="goodbye", guard="verified", enter=texting.take_text_news),
         State("payment_declined", said("payment_declined"), Menu(),
               on={"1": charge.another_method, "2": "account_menu", "9": REPEAT}, guard="verified"),
         State("payment_unknown", said("payment_unknown"), Say(), outcome="payment-unknown"),
         # -- 2.8, 2.9 and the polite ends -------------------------------------------------
         State("transfer", said("transfer"), Say(dial=True), outcome="transferred"),
         State("no_input_goodbye", said("no_input_goodbye"), Say(), outcome="no-input"),
-        State("goodbye", said("goodbye"), Say()),
+        State("goodbye", texting.speak_goodbye, Say(), enter=texting.take_text_news),
     ],
 )

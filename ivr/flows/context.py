@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -13,6 +13,9 @@ from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import AccountSummary, CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.settings import BusinessHours, Settings
 from payments.gateway import PaymentGateway
+
+if TYPE_CHECKING:
+    from ivr.flows.texting import TextJob
 
 log = structlog.get_logger("securepay.trail")
 
@@ -26,6 +29,13 @@ class Notifier(Protocol):
 class NoNotifier:
     def payment_taken(self, payment_id: int) -> None:
         return None
+
+
+class ReceiptTexter(Protocol):
+    def text_receipt(self, job: TextJob) -> None:
+        """Text a receipt after the step committed; never raises, never blocks the call.
+        The outcome is recorded in the trail and in the call's ``data["texts"]``."""
+        ...
 
 
 class CallMoved(Exception):
@@ -113,6 +123,7 @@ class Ctx:
     config: FlowConfig
     gateway: PaymentGateway | None = None
     notifier: Notifier = field(default_factory=NoNotifier)
+    texter: ReceiptTexter | None = None  # None: text receipts are off
     payload: Mapping[str, str] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)

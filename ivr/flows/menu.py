@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from ivr.flows.context import Ctx
-from ivr.flows.fast_lane import offer_phrase
+from ivr.flows.fast_lane import offer_phrase, prepare_offer
 from ivr.flows.machine import Action, Go, Phrase, speaks
 from ivr.flows.speech import say_amount, say_date, say_hours, say_phone
+from ivr.flows.texting import REFUSED_PROMPTS, news_phrases, take_text_news
 
 
 @speaks(
@@ -19,12 +20,13 @@ from ivr.flows.speech import say_amount, say_date, say_hours, say_phone
     "menu_pay_offer",
     "menu_pay_full",
     "account_menu_options",
+    *REFUSED_PROMPTS.values(),
 )
 def speak_account_menu(ctx: Ctx) -> list[Phrase]:
     account = ctx.account()
     lang = ctx.lang
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    phrases: list[Phrase] = []
+    phrases: list[Phrase] = news_phrases(ctx)
     balance = account.balance_cents
     if balance > 0:
         key = "balance_overdue" if account.due_date < today else "balance_due"
@@ -45,6 +47,12 @@ def speak_account_menu(ctx: Ctx) -> list[Phrase]:
         phrases.append(Phrase("menu_pay_full"))
     phrases.append(Phrase("account_menu_options"))
     return phrases
+
+
+def enter_account_menu(ctx: Ctx) -> None:
+    """What the menu looks up as it is entered: the one-press offer, a text's news."""
+    prepare_offer(ctx)
+    take_text_news(ctx)
 
 
 def in_business_hours(ctx: Ctx, moment: datetime) -> bool:
