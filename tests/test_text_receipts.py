@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import stripe
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from db.models import AuditEvent
+from ivr.logs import configure_logging
+from ivr.secret_scan import scan_database, scan_files, scan_text
 from ivr.services import EXTENSION_KEY, Services
 from ivr.settings import Settings
 from ivr.softphone import Softphone
@@ -288,3 +292,23 @@ def test_settings_turn_texts_on_and_refuse_a_bad_sender(test_env: dict[str, str]
         with pytest.raises(ValueError, match="SMS_FROM|ACCOUNT_SID|API_KEY"):
             Settings.from_env({**on, **bad})
     services_of(app).engine.dispose()
+
+
+def test_a_paid_call_with_its_text_leaves_no_secret_in_message_logs_or_rows(
+    app: Flask, engine: Engine, phone: Softphone, stripe_client: stripe.StripeClient,
+    twilio: FakeMessages, tmp_path: Path,
+) -> None:
+    returning(app, stripe_client)
+    texter = texts_on(app, twilio)
+    stream = io.StringIO()
+    configure_logging("json", stream=stream)
+    try:
+        call = phone.call(CALLER, WaitingKeys(["1", "1111", "1", PIN, "1", "3", "1"], texter))
+    finally:
+        configure_logging("console")
+    assert call.ok and len(twilio.seen) == 1
+    log_file = tmp_path / "securepay.log"
+    log_file.write_text(stream.getvalue())
+    secrets = [PIN, "1111", SSN, "4242424242424242"]
+    assert scan_database(engine, secrets) + scan_files([log_file], secrets) == []
+    assert scan_text(twilio.seen[0].form["Body"], "the text", secrets=secrets) == []
