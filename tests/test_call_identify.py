@@ -229,3 +229,19 @@ def test_three_timeouts_at_keyed_entry_end_the_call(app: Flask, phone: Softphone
     call = phone.call("+12025550177", ["1", "-", "#", "-"])
     assert call.said_text().count(ENTER_ACCOUNT) == 3
     assert call.last_said() == GOODBYE_NO_INPUT
+
+
+def test_one_account_found_without_a_pin_goes_straight_to_creating_one(
+    app: Flask, phone: Softphone
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER], pin=None))
+    call = phone.call(CALLER, ["1", "*"])
+    said = [e.text for e in call.events if isinstance(e, Said)]
+    assert said[2:7] == [
+        "We found the account ending in 4 8 2 1.",
+        "This account has no PIN yet. Let's create one.",
+        "To verify your identity, enter the last 4 digits of the main account holder's "
+        "Social Security number.",
+        "For a different account, press star.",
+        ENTER_ACCOUNT,  # star: a different account, keyed
+    ]

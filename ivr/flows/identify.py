@@ -15,6 +15,10 @@ from ivr.flows.speech import say_digits
 CAPTURE_STATES = ("choose_account", "enter_account")
 IDENTIFIED_STATES = ("pin_entry", "ssn_entry", "new_pin", "pin_referral")
 FOUND_STATES = (*CAPTURE_STATES, *IDENTIFIED_STATES)
+# What the call knows of the account it is about, forgotten when it is about another.
+FORGOTTEN = (
+    "unknown_account", "may_set_pin", "pending_pin", "creating_pin", "found_last4", "found_notice", "offer",
+)
 
 
 def capture_caller(ctx: Ctx) -> None:
@@ -70,6 +74,9 @@ def offer_accounts(ctx: Ctx, *, exclude: tuple[int, ...]) -> Go:
         return Go("choose_account")
     go = select_account(ctx, choices[0][0])
     data["found_last4"] = choices[0][1]
+    if go.notice is not None:  # said after "we found the account ...", not before it
+        data["found_notice"] = go.notice.key
+        return Go(go.state, outcome=go.outcome)
     return go
 
 
@@ -80,14 +87,17 @@ def _captured_ids(ctx: Ctx) -> list[int]:
 def found_phrases(ctx: Ctx, prompt: list[Phrase], *, star: bool = True) -> list[Phrase]:
     """A step reached straight from Call Capture: the account's last four before it,
     and "for a different account, press star" after it."""
-    last4 = ctx.call.data.get("found_last4")
+    data = ctx.call.data
+    last4 = data.get("found_last4")
     if not last4:
         return prompt
-    found = Phrase("capture_one", {"last4": say_digits(str(last4))})
-    return [found, *prompt, Phrase("capture_star")] if star else [found, *prompt]
+    found = [Phrase("capture_one", {"last4": say_digits(str(last4))})]
+    if data.get("found_notice"):
+        found.append(Phrase(str(data["found_notice"])))
+    return [*found, *prompt, Phrase("capture_star")] if star else [*found, *prompt]
 
 
-@speaks("capture_one", "capture_star", "pin_entry")
+@speaks("capture_one", "capture_star", "pin_entry", "pin_create_intro")
 def speak_pin_entry(ctx: Ctx) -> list[Phrase]:
     return found_phrases(ctx, [Phrase("pin_entry")])
 
@@ -107,7 +117,7 @@ def select_account(ctx: Ctx, account_id: int | None) -> Go:
     call = ctx.call
     call.account_id = account_id
     call.verified = False
-    for key in ("unknown_account", "may_set_pin", "pending_pin", "creating_pin", "found_last4", "offer"):
+    for key in FORGOTTEN:
         call.data.pop(key, None)
     if account_id is None:
         call.data["unknown_account"] = True
@@ -190,7 +200,7 @@ def _forget_account(ctx: Ctx) -> None:
     call = ctx.call
     call.account_id = None
     call.verified = False
-    for key in ("unknown_account", "may_set_pin", "pending_pin", "creating_pin", "found_last4", "offer"):
+    for key in FORGOTTEN:
         call.data.pop(key, None)
 
 
