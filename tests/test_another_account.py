@@ -129,6 +129,8 @@ def test_calls_show_and_stats_count_one_call_two_payments(
     assert "  accounts  ending 4821, ending 3355\n" in shown.output
     assert "  paid      $183.45\n" in shown.output
     assert "account identified by caller ID, ending 3355" in shown.output
+    assert shown.output.count("pay now as offered, with the stored method") == 2
+    assert "another account chosen" in shown.output
     assert shown.output.split("Payment attempts\n")[1].count("succeeded") == 2
     stats = runner.invoke(calls_group, ["stats", "--since", "2026-11-24", "--until", "2026-11-24"])
     assert stats.exit_code == 0, stats.output

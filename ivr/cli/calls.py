@@ -99,6 +99,7 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 _CHOICES = {
     "pay_full_balance": "pay full balance",
+    "pay_now_stored_method": "pay now as offered, with the stored method",
     "pay_other_amount": "pay another amount",
     "last_payment": "hear the last payment",
     "autopay_in_portal": "Auto Pay (told: set it up in the portal)",
