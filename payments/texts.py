@@ -149,7 +149,11 @@ class TextReceipts:
             thread.join(timeout)
 
     def _send(self, job: TextJob) -> None:
-        outcome = self._sender.send(job.to, job.body)
+        try:
+            outcome = self._sender.send(job.to, job.body)
+        except Exception:  # noqa: BLE001 - on a thread of its own: recorded, never lost
+            log.exception("text_receipt_failed", call_sid=job.call_sid)
+            outcome = TextOutcome("unavailable")
         try:
             self._record(job, outcome)
         except Exception:  # noqa: BLE001 - a receipt must never fail anything; logged
