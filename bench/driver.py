@@ -66,31 +66,34 @@ class CallPlan:
 
 
 def securepay_plan(m: Member, *, other_amount: bool) -> CallPlan:
-    """Call Capture, PIN, balance, the full balance with the stored card, confirm, goodbye.
+    """Call Capture, PIN, balance, the full balance with the stored card, goodbye.
 
-    ``other_amount``: the full balance is typed at "pay a different amount" (menu key 2)
-    instead of menu key 1, so the amount step is measured too.
+    The fast lane (contract 2.4): `1` at the menu's offer charges at once. With
+    ``other_amount``, the full balance is typed at "another amount" (menu key 2), then
+    the stored Visa and the confirm step, so the amount, method and confirm steps are
+    measured too.
     """
     start = (
-        Expect(GREETING, "voice", "For English, press 1."),
-        Expect(IDENTIFY, "language", "We found the account ending in"),
-        Expect(IDENTIFY, "confirm_found", "Please enter your 4-digit Personal Identification Number."),
-        Expect(PIN, "pin_entry", "To pay the full balance, press 1."),
+        Expect(GREETING, "voice", "Para español, oprima 2."),
+        Expect(IDENTIFY, "language", "Enter your 4-digit PIN."),
     )
-    methods = "To pay with the Visa ending in 4 2 4 2, press 1."
     if other_amount:
         amount = f"{m.balance_cents // 100}*{m.balance_cents % 100:02d}#"
         middle: tuple[Expect, ...] = (
-            Expect(MENU, "account_menu", "Please enter the amount you wish to pay"),
-            Expect(AMOUNT, "enter_amount", methods),
+            Expect(PIN, "pin_entry", "Or press 2 for another amount or method"),
+            Expect(MENU, "account_menu", "Enter the amount"),
+            Expect(AMOUNT, "enter_amount", "To pay with the Visa ending in 4 2 4 2, press 1."),
+            Expect(METHOD, "choose_method", "You are about to pay"),
+            Expect(CONFIRM, "confirm", "Your confirmation number is"),
         )
-        keys: tuple[str, ...] = ("1", "1", m.pin, "2", amount, "1", "1", "")
+        keys: tuple[str, ...] = ("1", m.pin, "2", amount, "1", "1", "")
     else:
-        middle = (Expect(MENU, "account_menu", methods),)
-        keys = ("1", "1", m.pin, "1", "1", "1", "")
+        middle = (
+            Expect(PIN, "pin_entry", "with Visa ending 4 2 4 2."),
+            Expect(CONFIRM, "account_menu", "Your confirmation number is"),
+        )
+        keys = ("1", m.pin, "1", "")
     end = (
-        Expect(METHOD, "choose_method", "You are about to pay"),
-        Expect(CONFIRM, "confirm", "Your confirmation number is"),
         Expect(GOODBYE, "payment_done", "Thank you for calling. Goodbye."),
         Expect(STATUS, "status", "<Response"),
     )

@@ -21,9 +21,12 @@ from bench.driver import (
     CallResult,
 )
 from bench.lookup import percentile
+from ivr.cli.minute import Minute
+from ivr.cli.minute import render as render_minutes
 
 FAST_KINDS = (GREETING, IDENTIFY, MENU, AMOUNT, METHOD)  # the "every other kind" of the targets
 MB = 1_000_000
+MINUTE_FIELDS = ("path", "words", "waited_seconds", "confirmed", "target_seconds")
 
 
 def latency(seconds: Iterable[float]) -> dict[str, float]:
@@ -112,6 +115,16 @@ def targets(figures: dict[str, Any]) -> list[Check]:
                 big["accounts"] >= 1_000_000 and big["mean_ms"] < 1,
             )
         )
+    for minute in figures.get("caller_minute", []):
+        if minute["target_seconds"] is not None:
+            checks.append(
+                Check(
+                    f"caller's minute, {minute['path']}: <= {minute['target_seconds']} s (issue 9)",
+                    f"{minute['words']} words + {minute['waited_seconds']} s waited = "
+                    f"{minute['estimate_seconds']:.1f} s",
+                    bool(minute["met"]),
+                )
+            )
     peak = figures["memory"]["peak_rss_mb_max"]
     checks.append(Check("memory per worker < 150 MB (peak RSS, worst worker)", f"{peak:.1f} MB", peak < 150))
     return checks
@@ -211,6 +224,9 @@ def render(figures: dict[str, Any], checks: Sequence[Check]) -> str:
             f"  ({figures['lookup']['at_1m']['accounts']:,} accounts loaded into their own database in "
             f"{figures['lookup']['load_1m_seconds']:.1f} s)"
         )
+    if figures.get("caller_minute"):
+        minutes = [Minute(**{k: m[k] for k in MINUTE_FIELDS}) for m in figures["caller_minute"]]
+        lines += ["", "The caller's minute (issue 9)", *render_minutes(minutes)]
     pin = figures["pin_hash"]
     lines += [
         f"PIN hash (Argon2id m=19 MiB t=2 p=1): hash mean {pin['hash_mean_ms']:.1f} ms, "

@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,6 +31,7 @@ import psycopg
 from bench import driver, loader, lookup, procstat, report
 from bench.services import REPO, Gunicorn, StripeEmulator, clean_env, free_port
 from db import migrate
+from ivr.cli.demo import caller_minute
 from payments.stripe_gateway import build_stripe_client
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
@@ -366,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
         }
         figures["memory"] = _memory_figures(phase.memory)
         figures["money"] = _money(args.database_url, stripe.base_url, phase.results)
+        figures["caller_minute"] = _caller_minute(stripe.base_url, workdir)
         figures["service_log"] = _log_summary(service_log)
         _log(
             f"calls done: {figures['load']['calls_completed']} ok, {figures['load']['errors']} errors "
@@ -394,6 +396,17 @@ def run(args: argparse.Namespace) -> int:
         and figures["money"]["match"]
     )
     return 0 if correct and (not args.strict or all(c.passed for c in checks)) else 1
+
+
+def _caller_minute(stripe_api_base: str, workdir: Path) -> list[dict[str, Any]]:
+    """Issue 9's figure: the words said up to the confirmation number on each main path
+    (the demo members on a fresh SQLite database, the same localstripe), the timeouts
+    waited through, and the estimate at 150 words a minute."""
+    _log("the caller's minute: each main path called once")
+    minutes = caller_minute(stripe_api_base, workdir / "minute")
+    return [
+        {**asdict(m), "estimate_seconds": round(m.estimate_seconds, 1), "met": m.met} for m in minutes
+    ]
 
 
 def _floor(args: argparse.Namespace, workdir: Path, gunicorn_args: tuple[str, ...]) -> dict[str, Any]:

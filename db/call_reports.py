@@ -117,6 +117,20 @@ class CallTrail:
     def outcome(self) -> str | None:
         return self.call.outcome
 
+    @property
+    def accounts_last4(self) -> tuple[str, ...]:
+        """Every account the call was about, in order, by last four (a caller may pay
+        another account in the same call, key 5): from the trail, and the call's own."""
+        found: list[str] = []
+        for event in self.events:
+            last4 = event.detail.get("account_last4")
+            if event.event == "account_identified" and isinstance(last4, str) and last4 not in found:
+                found.append(last4)
+        own = self.call.account_number
+        if own is not None and own[-4:] not in found:
+            found.append(own[-4:])
+        return tuple(found)
+
 
 def _call_lines(session: Session, *conditions: Any) -> list[CallLine]:
     paid = (

@@ -153,6 +153,16 @@ class SqlLedger:
         )
         return None if row is None else _payment(row)
 
+    def last_paid_method(self, account_id: int) -> str | None:
+        """The processor id of the method the account's latest payment was taken with."""
+        return self._session.scalar(
+            select(PaymentAttempt.method_processor_id)
+            .join(Payment, Payment.attempt_id == PaymentAttempt.id)
+            .where(Payment.account_id == account_id)
+            .order_by(Payment.taken_at.desc(), Payment.id.desc())
+            .limit(1)
+        )
+
     def declines_since(
         self, since: datetime, *, account_id: int | None = None, caller: str | None = None
     ) -> int:

@@ -115,16 +115,16 @@ class SqlAccounts:
         self._session = session
 
     def by_phone(self, e164: str, limit: int) -> list[AccountRef]:
-        """One indexed query for ids and numbers only: Call Capture runs it on every call
-        and says nothing of the account but its last four digits."""
+        """One indexed query for ids, numbers and languages only: Call Capture runs it on
+        every call and says nothing of the account but its last four digits."""
         rows = self._session.execute(
-            select(Account.id, Account.account_number)
+            select(Account.id, Account.account_number, Account.language)
             .join(Phone, Phone.account_id == Account.id)
             .where(Phone.e164 == e164)
             .order_by(*account_number_order())
             .limit(limit)
         )
-        return [AccountRef(id=row.id, number=row.account_number) for row in rows]
+        return [AccountRef(id=row.id, number=row.account_number, language=row.language) for row in rows]
 
     def by_number(self, account_number: str) -> AccountSummary | None:
         account = self._session.scalar(select(Account).where(Account.account_number == account_number))

@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
     from payments.receipts import build_receipt_dispatcher
+    from payments.texts import build_text_receipts
 
     if settings is None:
         settings = Settings.from_env(os.environ)
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         gateway=_metered(_gateway(settings)) if settings.metrics_enabled else _gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
     )
+    services.texter = build_text_receipts(settings, services.unit_of_work)
     services.init_app(app)
     if settings.metrics_enabled:
         from ivr.metrics import web as metrics_web

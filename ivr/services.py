@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.unit_of_work import SqlUnitOfWork
-from ivr.flows.context import Ctx, FlowConfig, NoNotifier, Notifier
+from ivr.flows.context import Ctx, FlowConfig, NoNotifier, Notifier, ReceiptTexter
 from ivr.flows.engine import FlowEngine
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
@@ -43,6 +43,7 @@ class Services:
     flow_config: FlowConfig
     gateway: PaymentGateway | None = None  # None without STRIPE_API_KEY: payments are off
     notifier: Notifier = field(default_factory=NoNotifier)
+    texter: ReceiptTexter | None = None  # None without SECUREPAY_SMS_FROM: texts are off
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:
@@ -65,6 +66,7 @@ class Services:
             config=self.flow_config,
             gateway=self.gateway,
             notifier=self.notifier,
+            texter=self.texter,
         )
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import date, time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,6 +39,7 @@ SECRET_VARIABLES = (
     "SECUREPAY_PORTAL_TOKEN",
     "SECUREPAY_DATABASE_URL",  # may carry the database password
     "SECUREPAY_SMTP_PASSWORD",
+    "TWILIO_API_SECRET",
 )
 PEPPER_MIN_LENGTH = 16
 
@@ -143,6 +145,36 @@ def _voice(raw: str | None, language: str, name: str) -> str | None:
         return check_voice(raw, language)
     except VoiceError as exc:
         raise SettingsError(f"{name}: {exc}") from None
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value > 60:
+        raise SettingsError(f"{name} must be at most 60 seconds, got {value}")
+    return value
+
+
+def read_closed_days(path: str) -> frozenset[date]:
+    """Days member services is closed (holidays): one ``YYYY-MM-DD`` a line, ``#`` comments."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SettingsError(f"SECUREPAY_CLOSED_DAYS_FILE cannot be read: {exc.strerror}: {path}") from None
+    days: set[date] = set()
+    for number, line in enumerate(lines, start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            days.add(date.fromisoformat(entry))
+        except ValueError:
+            raise SettingsError(
+                f"SECUREPAY_CLOSED_DAYS_FILE line {number}: expected a day like 2026-12-25, got {entry!r}"
+            ) from None
+    return frozenset(days)
+
+
+SMS_FROM = re.compile(r"\+1[2-9][0-9]{9}|MG[0-9a-f]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+API_KEY_SID = re.compile(r"SK[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -207,6 +239,16 @@ class Settings:
         if self.pepper is None:
             raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
         return self.pepper
+    language_timeout_seconds: int = 2
+    menu_timeout_seconds: int = 6
+    entry_timeout_seconds: int = 8
+    card_timeout_seconds: int = 10
+    closed_days_file: str | None = None
+    closed_days: frozenset[date] = frozenset()
+    sms_from: str | None = None  # a +1 number or a messaging service SID (MG...): texts on
+    twilio_account_sid: str | None = None
+    twilio_api_key: str | None = None  # SK...: with its secret, used instead of the auth token
+    twilio_api_secret: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -245,6 +287,28 @@ class Settings:
             raise SettingsError(
                 f"SECUREPAY_MEMBER_SERVICES_NUMBER must be a phone number, got {member_services!r}"
             )
+        sms_from = text("SECUREPAY_SMS_FROM")
+        account_sid = text("TWILIO_ACCOUNT_SID")
+        api_key, api_secret = text("TWILIO_API_KEY"), _secret(env, "TWILIO_API_SECRET")
+        if sms_from is not None:
+            if not SMS_FROM.fullmatch(sms_from):
+                raise SettingsError(
+                    "SECUREPAY_SMS_FROM must be a US number like +12025550123 or a messaging "
+                    f"service SID (MG and 32 hex digits), got {sms_from!r}"
+                )
+            if account_sid is None or not ACCOUNT_SID.fullmatch(account_sid):
+                raise SettingsError(
+                    "TWILIO_ACCOUNT_SID (AC and 32 hex digits) is required with SECUREPAY_SMS_FROM"
+                )
+            if (api_key is None) != (api_secret is None):
+                raise SettingsError("TWILIO_API_KEY and TWILIO_API_SECRET are set together")
+            if api_key is not None and not API_KEY_SID.fullmatch(api_key):
+                raise SettingsError("TWILIO_API_KEY must be an API key SID (SK and 32 hex digits)")
+            if api_key is None and _secret(env, "TWILIO_AUTH_TOKEN") is None:
+                raise SettingsError(
+                    "SECUREPAY_SMS_FROM needs TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET"
+                )
+        closed_days_file = text("SECUREPAY_CLOSED_DAYS_FILE")
         log_format = text("SECUREPAY_LOG_FORMAT") or "console"
         if log_format not in ("console", "json"):
             raise SettingsError(f"SECUREPAY_LOG_FORMAT must be console or json, got {log_format!r}")
@@ -310,4 +374,14 @@ class Settings:
             metrics_enabled=_flag(env, "SECUREPAY_METRICS"),
             audit_anchor_file=text("SECUREPAY_AUDIT_ANCHOR_FILE"),
             proxy_count=_int(env, "SECUREPAY_PROXY_COUNT", 0, minimum=0),
+            language_timeout_seconds=_seconds(env, "SECUREPAY_LANGUAGE_TIMEOUT", 2),
+            menu_timeout_seconds=_seconds(env, "SECUREPAY_MENU_TIMEOUT", 6),
+            entry_timeout_seconds=_seconds(env, "SECUREPAY_ENTRY_TIMEOUT", 8),
+            card_timeout_seconds=_seconds(env, "SECUREPAY_CARD_ENTRY_TIMEOUT", 10),
+            closed_days_file=closed_days_file,
+            closed_days=read_closed_days(closed_days_file) if closed_days_file else frozenset(),
+            sms_from=sms_from,
+            twilio_account_sid=account_sid,
+            twilio_api_key=api_key,
+            twilio_api_secret=api_secret,
         )

@@ -62,6 +62,7 @@ def render(reply: Reply, style: Style) -> str:
             num_digits=spec.num_digits,
             finish_on_key=spec.finish_on_key,
             timeout=spec.timeout_seconds,
+            action_on_empty_result=True if spec.empty_result else None,
         )
         for speech in spec.speech:
             style.say(gather, speech)

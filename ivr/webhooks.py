@@ -87,6 +87,8 @@ def _digits() -> str | None:
     if "Digits" not in form:
         return None
     digits = form["Digits"]
+    if not digits and form.get("FinishedOnKey") == "#":
+        return "#"  # the finish key alone (actionOnEmptyResult): e.g. the full balance
     return digits if DTMF.fullmatch(digits) else NOT_DTMF
 
 

@@ -16,9 +16,9 @@ from tests.ledger_checks import DECLINES_AT_CHARGE, VISA, books, processor_charg
 from tests.members import PIN, Member, add_members
 
 CALLER = "+12025550143"
-MENU = "To pay the full balance, press 1."
+MENU = "Press 1 to pay the full balance."
 PayPhone = Callable[..., Softphone]
-TO_MENU = ["1", "1", PIN]  # English, the account found by caller ID, the PIN
+TO_MENU = ["1", PIN]  # English, the account found by caller ID, the PIN
 
 
 def member(**kwargs: str) -> Member:
@@ -46,7 +46,7 @@ def test_paying_the_full_balance_with_a_new_card(
     (charge,) = processor_charges(stripe_client)
     assert (charge.id, charge.amount) == (payment.processor_id, 12345)
     assert ledger.attempts[0].status == "succeeded" and not ledger.methods
-    assert call.said_text().index("Thank you. Your payment") > 0
+    assert "Paid, thank you. Your confirmation number is" in text
 
 
 def test_the_pay_verb_only_tokenizes(app: Flask, card_phone: PayPhone) -> None:
@@ -68,9 +68,9 @@ def test_paying_another_amount_with_the_star_as_decimal_point(app: Flask, card_p
 
 
 @pytest.mark.parametrize("keys, said", [
-    ("1*2*3#", "I'm sorry, that is not a valid amount."),
-    ("0*50#", "The smallest payment we can take by phone is 1 dollar."),
-    ("6000#", "The largest payment we can take by phone is 5,000 dollars."),
+    ("1*2*3#", "That is not an amount."),
+    ("0*50#", "The smallest payment by phone is 1 dollar."),
+    ("6000#", "The largest payment by phone is 5,000 dollars."),
 ])
 def test_amounts_outside_the_limits_are_said_and_asked_again(
     app: Flask, phone: Softphone, keys: str, said: str
@@ -78,7 +78,7 @@ def test_amounts_outside_the_limits_are_said_and_asked_again(
     add_members(app, member())
     call = phone.call(CALLER, [*TO_MENU, "2", keys])
     assert said in call.said_text()
-    assert call.last_said().startswith("Please enter the amount you wish to pay")
+    assert call.last_said().startswith("Enter the amount with star for the decimal point")
     assert not books(app).attempts
 
 
@@ -88,8 +88,8 @@ def test_cancelling_at_the_confirm_step_charges_nothing(
     add_members(app, member())
     call = card_phone(VISA).call(CALLER, [*TO_MENU, "1", "2", "2"])
     text = call.said_text()
-    assert "Your payment was cancelled. You have not been charged." in text
-    assert text.rindex("Your balance is 123 dollars") > text.index("Your payment was cancelled")
+    assert "Payment cancelled. You have not been charged." in text
+    assert text.rindex("Your balance is 123 dollars") > text.index("Payment cancelled")
     assert not books(app).attempts and not processor_charges(stripe_client)
 
 
@@ -105,7 +105,7 @@ def test_a_saved_card_is_offered_on_the_next_call(
     second = card_phone().call(CALLER, [*TO_MENU, "2", "20#", "1", "1"])
     assert (
         "To pay with the Visa ending in 4 2 4 2, press 1.\n"
-        "To use a new card, press 8. To go back, press star."
+        "Press 8 for a new card, star to go back."
     ) in second.said_text()
     assert not [e for e in second.events if isinstance(e, Paid)]  # no card typed again
     assert [p.amount_cents for p in books(app).payments] == [1000, 2000]
@@ -120,7 +120,7 @@ def test_a_decline_is_said_without_the_reason_and_offers_another_method(
         CALLER, [*TO_MENU, "1", "2", "1", "1", "2", "1"]
     )
     text = call.said_text()
-    assert "We're sorry, your payment could not be completed with that payment method." in text
+    assert "That payment did not go through. Press 1 for another method, 2 for the menu." in text
     assert "declined" not in text.lower() and "insufficient" not in text.lower()
     ledger = books(app)
     assert [a.status for a in ledger.attempts] == ["declined", "succeeded"]
@@ -129,8 +129,8 @@ def test_a_decline_is_said_without_the_reason_and_offers_another_method(
 
 
 @pytest.mark.parametrize("card, said", [
-    ("4242424242424241 12/30 123", "We were unable to accept that card."),  # fails Luhn twice
-    ("timeout", "We were unable to accept that card."),  # Twilio re-asks, then gives up
+    ("4242424242424241 12/30 123", "That card was not accepted."),  # fails Luhn twice
+    ("timeout", "That card was not accepted."),  # Twilio re-asks, then gives up
 ])
 def test_a_card_that_is_not_collected_is_said_plainly_and_offers_another_try(
     app: Flask, card_phone: PayPhone, card: str, said: str
@@ -138,14 +138,15 @@ def test_a_card_that_is_not_collected_is_said_plainly_and_offers_another_try(
     add_members(app, member())
     call = card_phone(card, card, VISA).call(CALLER, [*TO_MENU, "1", "2", "1", "1"])
     assert said in call.said_text()
-    assert "To try again, press 1. To return to the main menu, press 2." in call.said_text()
+    assert "Press 1 to try again, 2 for the menu." in call.said_text()
     assert [p.amount_cents for p in books(app).payments] == [12345]
 
 
 def test_star_during_card_entry_goes_back(app: Flask, card_phone: PayPhone) -> None:
     add_members(app, member())
     call = card_phone("*").call(CALLER, [*TO_MENU, "1", "2"])
-    assert call.last_said().startswith(MENU)
+    assert call.last_said().startswith("Or press 2 for another amount or method")
+    assert call.said_text().rindex(MENU) > call.said_text().index("Have your card ready.")
 
 
 def test_at_most_two_new_cards_per_call(app: Flask, card_phone: PayPhone) -> None:
@@ -154,7 +155,7 @@ def test_at_most_two_new_cards_per_call(app: Flask, card_phone: PayPhone) -> Non
     call = card_phone(*declines).call(
         CALLER, [*TO_MENU, "1", "2", "1", "1", "2", "1", "1", "8"]
     )
-    assert "We cannot accept another new card on this call." in call.said_text()
+    assert "No more new cards can be used on this call." in call.said_text()
     assert len(books(app).attempts) == 2
 
 
@@ -168,30 +169,30 @@ def test_a_daily_cap_of_declines_per_account_stops_card_payments(
         )
     assert [a.status for a in books(app).attempts].count("declined") >= 3
     capped = card_phone(VISA).call(CALLER, [*TO_MENU, "1"])
-    assert "We are unable to take a card payment for this account by phone right now." in capped.said_text()
+    assert "This account cannot take card payments by phone today." in capped.said_text()
     clock.advance(timedelta(hours=25))
     later = card_phone(VISA).call(CALLER, [*TO_MENU, "1", "2", "1"])
-    assert "Thank you. Your payment of 123 dollars and 45 cents has been received." in later.said_text()
+    assert "Paid, thank you. Your confirmation number is" in later.said_text()
 
 
 def test_the_last_payment_is_read_with_its_confirmation_number(
     app: Flask, card_phone: PayPhone, phone: Softphone
 ) -> None:
     add_members(app, member())
-    assert "We have no record of a payment by phone" in phone.call(CALLER, [*TO_MENU, "3"]).said_text()
+    assert "This account has no phone payment on record." in phone.call(CALLER, [*TO_MENU, "3"]).said_text()
     card_phone(VISA).call(CALLER, [*TO_MENU, "2", "40#", "2", "1"])
     (payment,) = books(app).payments
     text = phone.call(CALLER, [*TO_MENU, "3"]).said_text()
     assert (
-        "Your last payment by phone, of 40 dollars, was received on November 24. "
-        f"Its confirmation number is {' '.join(payment.confirmation)}."
+        "Your last phone payment was 40 dollars, on November 24, "
+        f"confirmation number {' '.join(payment.confirmation)}."
     ) in text
 
 
 def test_a_credit_balance_has_nothing_to_pay_in_full(app: Flask, phone: Softphone) -> None:
     add_members(app, member(balance="-10.00"))
     call = phone.call(CALLER, [*TO_MENU, "1"])
-    assert "There is no balance due on your account." in call.said_text()
+    assert "No payment is due on this account." in call.said_text()
 
 
 def test_without_a_processor_payments_are_not_offered(app: Flask, phone: Softphone) -> None:
@@ -203,13 +204,13 @@ def test_without_a_processor_payments_are_not_offered(app: Flask, phone: Softpho
 
 def test_paying_in_spanish(app: Flask, card_phone: PayPhone) -> None:
     add_members(app, member())
-    call = card_phone(VISA).call(CALLER, ["2", "1", PIN, "1", "2", "1"])
+    call = card_phone(VISA).call(CALLER, ["2", PIN, "1", "2", "1"])
     text = call.said_text()
     assert (
         "Está a punto de pagar 123 dólares con 45 centavos en la cuenta que termina en 4 8 2 1 "
         "con la tarjeta Visa que termina en 4 2 4 2."
     ) in text
-    assert "Gracias. Hemos recibido su pago de 123 dólares con 45 centavos." in text
+    assert "Pagado, gracias. Su número de confirmación es" in text
     pay = next(e for e in call.exchanges if "<Pay " in e.body).body
     # <Pay> has its own language (Twilio lists es-MX and es-ES, not es-US); <Say> stays es-US
     assert '<Pay action=' in pay and 'language="es-MX"' in pay and '<Say language="es-US">' in pay
@@ -221,9 +222,8 @@ def test_payment_steps_need_a_verified_pin(app: Flask) -> None:
     add_members(app, member())
     call = RawCall(app)
     call.start()
-    call.step(1, "1")
-    call.step(2, "1")  # at the PIN prompt, not verified
-    forged = call.step(3, "1")  # a "1" here is a PIN attempt of one digit, not "pay"
+    call.step(1, "1")  # English: the account found, at its PIN prompt, not verified
+    forged = call.step(2, "1")  # a "1" here is a PIN attempt of one digit, not "pay"
     assert b"4 digits" in forged.data
     assert not books(app).attempts
 
@@ -239,9 +239,9 @@ def test_a_card_already_on_file_elsewhere_is_charged_without_being_saved_twice(
     for caller in (CALLER, "+12025550166"):
         call = RawCall(app, caller)
         call.start()
-        for n, digits in enumerate(["1", "1", PIN, "1", "1"], start=1):  # ... pay in full, save: 1
+        for n, digits in enumerate(["1", PIN, "1", "1"], start=1):  # ... pay in full, save: 1
             call.step(n, digits)
-        assert b"You are about to pay" in call.pay(6, token.processor_id).data
-        assert b"has been received" in call.step(7, "1").data
+        assert b"You are about to pay" in call.pay(5, token.processor_id).data
+        assert b"Your confirmation number is" in call.step(6, "1").data
     ledger = books(app)
     assert len(ledger.payments) == 2 and len(ledger.methods) == 1

@@ -33,8 +33,8 @@ OTHER_CALLER = "+12025550178"
 ACCOUNT = "10004821"
 OTHER_ACCOUNT = "20007315"
 WRONG_PIN = "0735"
-TO_MENU = ["1", "1", PIN]  # English, the account found by caller ID, the PIN
-WRONG_THRICE = ["1", "1", WRONG_PIN, "1", WRONG_PIN, "1", WRONG_PIN]
+TO_MENU = ["1", PIN]  # English, the account found by caller ID, the PIN
+WRONG_THRICE = ["1", WRONG_PIN, "1", WRONG_PIN, "1", WRONG_PIN]
 STEP = timedelta(seconds=10)  # each answer to a prompt takes the caller 10 seconds
 SECRETS = (PIN, WRONG_PIN, SSN, OTHER_SSN, NEW_PIN, "4242424242424242", "4000000000000341")
 
@@ -137,7 +137,8 @@ def test_list_as_json_has_every_call_and_field(app: Flask, day_of_calls: dict[st
         "amount_paid": "123.45",
     }
     assert paid["duration_seconds"] > 0
-    assert records[-1]["account_last4"] is None and records[-1]["amount_paid"] is None
+    # the late call stood at the found account's PIN step: identified, never verified
+    assert records[-1]["account_last4"] == "4821" and records[-1]["amount_paid"] is None
     assert_no_secret(result.output)
 
 
@@ -148,7 +149,7 @@ def test_list_as_csv_filters_by_outcome(app: Flask, day_of_calls: dict[str, Plac
     assert [row["call_sid"] for row in rows] == [
         day_of_calls["no-input"].sid, day_of_calls["late no-input"].sid,
     ]
-    assert rows[0]["account_last4"] == "4821" and rows[1]["account_last4"] == ""
+    assert rows[0]["account_last4"] == "4821" and rows[1]["account_last4"] == "4821"
     assert rows[1]["started_local"] == "2026-11-24T22:30:00-06:00"
 
 
@@ -220,7 +221,7 @@ def test_show_tells_a_paid_call_as_labels_with_times_and_processor_ids(
         f"payment taken: $123.45, {payment.processor_id}", "call ended: paid",
     ):
         assert label in out, label
-    assert "+0:30  11:00:30  pin_entry" in out  # the third answer, 30 seconds in
+    assert "+0:10  11:00:10  language      -> pin_entry" in out  # the found account's PIN step at once
     assert f"processor {payment.processor_id}" in out and f"confirmation {payment.confirmation}" in out
     assert "Time in each state" in out
     assert_no_secret(out)
@@ -242,7 +243,7 @@ def test_show_adds_up_the_time_in_each_state(app: Flask, day_of_calls: dict[str,
     section = out.split("Time in each state\n")[1].split("\n\n")[0].splitlines()
     assert [line.split() for line in section] == [
         ["STATE", "TIME"],
-        ["language", "10s"], ["confirm_found", "10s"], ["pin_entry", "10s"],
+        ["language", "10s"], ["pin_entry", "10s"],
         ["account_menu", "30s"], ["no_input_goodbye", "0s"],
     ]
     assert "3 misses in a row: call ends" in out and out.count("no input") == 2
@@ -262,16 +263,17 @@ def test_stats_figures_from_a_day_of_known_calls(app: Flask, day_of_calls: dict[
     out = result.output
     assert "  calls:               8\n" in out
     assert "  containment:         12.5% (1 paid without a transfer)\n" in out
-    assert "  average time to pay: 1m 00s (call start to payment taken, 1 paid)\n" in out
+    assert "  average time to pay: 50s (call start to payment taken, 1 paid)\n" in out
     assert "  PIN failures:        6 in 2 calls; SSN failures: 0\n" in out
     assert "  lockouts:            1 account locked; 1 call ended locked out\n" in out
     gave_up = out.split("by the last state reached)\n")[1].split("\n\n")[0].splitlines()
     assert [line.split() for line in gave_up] == [
-        ["account_menu", "1"], ["confirm_found", "1"], ["save_card", "1"],
+        ["account_menu", "1"], ["pin_entry", "1"], ["save_card", "1"],
     ]
     funnel = out.split("Funnel\n")[1].split("\n\n")[0].splitlines()
     assert [line.rsplit(maxsplit=2)[0].strip() for line in funnel] == list(FUNNEL)
-    assert [int(line.split()[-2]) for line in funnel] == [8, 7, 5, 3, 2, 1]
+    # identified: every call from a number on file is, at once (the late one included)
+    assert [int(line.split()[-2]) for line in funnel] == [8, 8, 5, 3, 2, 1]
     hours = out.split("Calls per hour (America/Chicago)\n")[1].splitlines()
     assert [line.split()[:2] for line in hours] == [
         ["10:00", "1"], ["11:00", "2"], ["14:00", "2"], ["15:00", "2"], ["22:00", "1"],

@@ -18,7 +18,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callcapture.numbers import normalize_on_file
-from ivr.cli.demo import DEMO_CALLER, DEMO_MEMBERS, DEMO_SCRIPT, KeyCard, accounts_csv, demo_command
+from ivr.cli.demo import (
+    DEMO_CALLER,
+    DEMO_MEMBERS,
+    DEMO_SCRIPT,
+    NEWCOMER,
+    KeyCard,
+    accounts_csv,
+    demo_command,
+)
 from ivr.flows.pin_policy import PinPolicy
 from ivr.secret_scan import appears_alone
 
@@ -84,21 +92,47 @@ def test_the_scripted_demo_ends_with_a_confirmation_number(tmp_path: Path) -> No
         assert digits.encode() not in (tmp_path / "demo.db").read_bytes()
 
 
+def test_the_scripted_call_is_the_fast_lane_and_its_figures_meet_the_targets(tmp_path: Path) -> None:
+    result = run_demo(tmp_path)
+
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "with Visa ending 4 2 4 2." in out and "You are about to pay" not in out
+    assert "<Pay>:" not in out.split("Summary")[1]  # no card typed: the stored Visa paid
+    figures = out.split("The caller's minute")[1].splitlines()
+    rows = {line[:42].strip(): line for line in figures[2:6]}
+    assert set(rows) == {
+        "returning caller, stored card (English)", "returning caller, stored card (Spanish)",
+        "new card, caller ID found (English)", "keyed account, new card (English)",
+    }
+    for path, target in [
+        ("returning caller, stored card (English)", "<= 45 s met"),
+        ("returning caller, stored card (Spanish)", "<= 55 s met"),
+        ("new card, caller ID found (English)", "<= 90 s met"),
+    ]:
+        assert rows[path].endswith(target), rows[path]
+        words, waited, _s, estimate, *_ = rows[path][42:].split()
+        assert abs(float(estimate) - (int(words) * 60 / 150 + int(waited))) < 0.06
+
+
 def test_an_interactive_caller_types_keys_and_a_hidden_card(tmp_path: Path) -> None:
     # The security code has a leading zero so it cannot turn up by chance in a call SID or
     # a confirmation number: found standing alone, it would be a leak.
-    typed = ["1", "1", "4739", "1", "2", "4242424242424242", "12/30", "087", "1", ""]
+    # A newcomer (no card on file): English, the PIN, pay in full, do not save, the card.
+    typed = ["1", "5821", "1", "2", "4242424242424242", "12/30", "087", "1", ""]
 
     result = run_demo(tmp_path, "--interactive", stdin="\n".join(typed) + "\n")
 
     assert result.exit_code == 0, result.output
+    assert f"You are calling from {NEWCOMER}." in result.output
+    assert "Your balance is 245 dollars and 10 cents" in result.output
     assert "Your confirmation number is" in result.output
     assert "4242424242424242" not in result.output
     assert not appears_alone("087", result.output)
 
 
 def test_a_call_that_ends_before_the_script_does_exits_1(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, "--keys", "1,1,4739,6,6,6,6,6")  # three wrong keys end the call
+    result = run_demo(tmp_path, "--keys", "1,4739,6,6,6,6,6")  # three wrong keys end the call
 
     assert result.exit_code == 1
     assert "did NOT complete as scripted" in result.output

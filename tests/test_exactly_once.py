@@ -22,19 +22,30 @@ from tests.members import PIN, Member, add_members
 from tests.twilio_requests import RawCall
 
 CALLER = "+12025550143"
-CONFIRM_STEP = 7
+RECEIVED = b"Your confirmation number is"
 
 
-def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) -> RawCall:
-    """A call standing at the confirm step (step 7) to pay the full balance, new card."""
+class ConfirmingCall(RawCall):
+    """A call standing at a step where `1` charges: ``call.press_one()``."""
+
+    charge_step = 0
+
+    def press_one(self) -> TestResponse:
+        return self.step(self.charge_step, "1")
+
+
+def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) -> ConfirmingCall:
+    """A call standing at the confirm step to pay the full balance with a new card (the
+    account found by caller ID, or keyed in by another caller)."""
     token = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
-    call = RawCall(app, caller)
+    call = ConfirmingCall(app, caller)
     call.start()
-    keyed = caller != CALLER
-    for n, digits in enumerate(["1", "10004821" if keyed else "1", PIN, "1", "2"], start=1):
+    keys = ["1", PIN, "1", "2"] if caller == CALLER else ["1", "10004821", PIN, "1", "2"]
+    for n, digits in enumerate(keys, start=1):
         assert call.step(n, digits).status_code == 200
-    response = call.pay(6, token.processor_id)
+    response = call.pay(len(keys) + 1, token.processor_id)
     assert b"You are about to pay" in response.data, response.data
+    call.charge_step = len(keys) + 2
     return call
 
 
@@ -76,9 +87,9 @@ def assert_one_charge(app: Flask, client: stripe.StripeClient) -> None:
 def test_a_replayed_confirm_charges_once(app: Flask, stripe_client: stripe.StripeClient) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
-    first = call.step(CONFIRM_STEP, "1")
-    again = call.step(CONFIRM_STEP, "1")
-    assert b"has been received" in first.data
+    first = call.press_one()
+    again = call.press_one()
+    assert RECEIVED in first.data
     assert again.data == first.data  # the replay hears where the call is, nothing more
     assert_one_charge(app, stripe_client)
 
@@ -88,8 +99,8 @@ def test_a_double_key_press_at_the_same_moment_charges_once(
 ) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
-    bodies = at_once(lambda: call.step(CONFIRM_STEP, "1"), lambda: call.step(CONFIRM_STEP, "1"))
-    assert all(b"has been received" in body for body in bodies)
+    bodies = at_once(lambda: call.press_one(), lambda: call.press_one())
+    assert all(RECEIVED in body for body in bodies)
     assert_one_charge(app, stripe_client)
 
 
@@ -98,8 +109,8 @@ def test_two_calls_paying_one_bill_at_once_charge_it_once(
 ) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
     first, second = at_confirm(app, stripe_client), at_confirm(app, stripe_client, "+12025550166")
-    bodies = at_once(lambda: first.step(CONFIRM_STEP, "1"), lambda: second.step(CONFIRM_STEP, "1"))
-    assert sum(b"has been received" in body for body in bodies) == 1
+    bodies = at_once(first.press_one, second.press_one)
+    assert sum(RECEIVED in body for body in bodies) == 1
     assert sum(b"Your balance has changed since it was read to you." in body for body in bodies) == 1
     ledger = books(app)
     assert sorted(a.status for a in ledger.attempts) == ["failed", "succeeded"]
@@ -112,7 +123,7 @@ def test_a_timeout_after_the_charge_went_through_is_resolved_by_lookup(
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
     gateway = faulty(app, "timeout_after_charge")
-    assert b"has been received" in call.step(CONFIRM_STEP, "1").data
+    assert RECEIVED in call.press_one().data
     assert gateway.charges_sent == 1
     assert_one_charge(app, stripe_client)
 
@@ -123,8 +134,8 @@ def test_a_timeout_before_the_charge_is_recorded_as_unknown_and_not_retried(
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
     faulty(app, "timeout_before_charge")
-    response = call.step(CONFIRM_STEP, "1")
-    assert b"We were unable to confirm your payment right now. Please do not pay again" in response.data
+    response = call.press_one()
+    assert b"We could not confirm your payment. Do not pay again" in response.data
     assert b"<Hangup" in response.data
     ledger = books(app)
     assert [a.status for a in ledger.attempts] == ["unknown"]
@@ -137,8 +148,8 @@ def test_an_unreachable_processor_charges_nothing_and_says_so(
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
     faulty(app, "unavailable")
-    response = call.step(CONFIRM_STEP, "1")
-    assert b"We could not process your payment right now. You have not been charged." in response.data
+    response = call.press_one()
+    assert b"We could not process your payment. You have not been charged." in response.data
     assert [a.status for a in books(app).attempts] == ["failed"]
     assert not processor_charges(stripe_client)
 
@@ -149,11 +160,11 @@ def test_a_worker_crash_before_the_charge_leaves_an_attempt_the_retry_completes(
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
     faulty(app, "crash_before_charge")
-    crashed = call.step(CONFIRM_STEP, "1")
+    crashed = call.press_one()
     assert b"<Hangup" in crashed.data  # an apology, as valid TwiML
     assert [a.status for a in books(app).attempts] == ["pending"]  # written before the processor
-    retried = call.step(CONFIRM_STEP, "1")
-    assert b"has been received" in retried.data
+    retried = call.press_one()
+    assert RECEIVED in retried.data
     assert_one_charge(app, stripe_client)
 
 
@@ -163,9 +174,9 @@ def test_a_worker_crash_after_the_charge_is_found_not_charged_again(
     add_members(app, Member("10004821", phones=[CALLER]))
     call = at_confirm(app, stripe_client)
     gateway = faulty(app, "crash_after_charge")
-    call.step(CONFIRM_STEP, "1")
+    call.press_one()
     assert len(processor_charges(stripe_client)) == 1 and not books(app).payments
-    retried = call.step(CONFIRM_STEP, "1")
-    assert b"has been received" in retried.data
+    retried = call.press_one()
+    assert RECEIVED in retried.data
     assert gateway.charges_sent == 1  # found at the processor, not charged again
     assert_one_charge(app, stripe_client)

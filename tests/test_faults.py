@@ -61,11 +61,11 @@ from tests.stripe_fixtures import TEST_API_KEY
 from tests.twilio_requests import RawCall
 
 CALLER = "+12025550143"
-CONFIRM_STEP = 7
-PAID = b"has been received"
+CONFIRM_STEP = 6
+PAID = b"Your confirmation number is"
 NOT_CHARGED = b"You have not been charged."
-UNKNOWN = b"We were unable to confirm your payment right now. Please do not pay again"
-APOLOGY = b"We are sorry, we are unable to complete your call right now."
+UNKNOWN = b"We could not confirm your payment. Do not pay again"
+APOLOGY = b"We cannot finish your call right now."
 CHARGE_PATH = "/v1/payment_intents"
 CLIENT_TIMEOUT = 1.0  # seconds: the processor client's timeout in these tests
 
@@ -251,9 +251,9 @@ def at_confirm(app: Flask, client: stripe.StripeClient, caller: str = CALLER) ->
     token = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
     call = RawCall(app, caller)
     assert call.start().status_code == 200
-    for n, digits in enumerate(["1", "1", PIN, "1", "2"], start=1):
+    for n, digits in enumerate(["1", PIN, "1", "2"], start=1):
         assert call.step(n, digits).status_code == 200
-    response = call.pay(6, token.processor_id)
+    response = call.pay(5, token.processor_id)
     assert b"You are about to pay" in response.data, response.data
     return call
 
@@ -404,8 +404,7 @@ def test_connections_terminated_between_two_steps_are_replaced_and_the_call_goes
     add_members(app, Member("10004821", phones=[CALLER]))
     call = RawCall(app, CALLER)
     call.start()
-    assert b"To continue with this account" in call.step(1, "1").data
-    assert b"Personal Identification Number" in call.step(2, "1").data
+    assert b"We found the account ending in" in call.step(1, "1").data  # at its PIN step
 
     with engine.connect() as conn:
         terminated = conn.execute(text(
@@ -414,10 +413,10 @@ def test_connections_terminated_between_two_steps_are_replaced_and_the_call_goes
         )).scalar_one()
     assert terminated >= 1  # the app's pooled connection among them
 
-    response = call.step(3, PIN)  # the call is where it was: at the PIN
+    response = call.step(2, PIN)  # the call is where it was: at the PIN
     assert response.status_code == 200 and response.mimetype == "text/xml"
     assert b"Your balance is" in response.data
-    assert b"Your balance is" in call.step(4, "9").data  # and goes on: 9 repeats the menu
+    assert b"Your balance is" in call.step(3, "9").data  # and goes on: 9 repeats the menu
 
 
 class TcpProxy:
@@ -501,13 +500,12 @@ def test_with_the_database_down_every_webhook_apologizes_and_healthz_is_503(
         add_members(app, Member("10004821", phones=[CALLER]))
         call = RawCall(app, CALLER)
         call.start()
-        call.step(1, "1")
-        assert b"Personal Identification Number" in call.step(2, "1").data
+        assert b"Enter your 4-digit PIN." in call.step(1, "1").data
         client = app.test_client()
 
         relay.stop()  # the database is gone, and its connections with it
         started = time.monotonic()
-        answers = [RawCall(app, "+12025550166").start(), call.step(3, PIN), call.status("completed")]
+        answers = [RawCall(app, "+12025550166").start(), call.step(2, PIN), call.status("completed")]
         for response in answers:
             assert response.status_code == 200 and response.mimetype == "text/xml"
             assert response.data.startswith(b'<?xml version="1.0" encoding="UTF-8"?><Response>')
@@ -517,7 +515,7 @@ def test_with_the_database_down_every_webhook_apologizes_and_healthz_is_503(
 
         relay.start()  # back, on the same address
         assert client.get("/healthz").status_code == 200
-        assert b"Your balance is" in call.step(3, PIN).data  # nothing was lost or half-done
+        assert b"Your balance is" in call.step(2, PIN).data  # nothing was lost or half-done
     finally:
         relay.stop()
         app.extensions[EXTENSION_KEY].engine.dispose()
@@ -567,7 +565,7 @@ class UpToConfirm:
     the confirm itself, so that it can race it, kill it and replay it)."""
 
     def __init__(self) -> None:
-        self.script = ["1", "1", PIN, "1", "2"]
+        self.script = ["1", PIN, "1", "2"]
         self.confirm_url: str | None = None
 
     def keys_for(self, gather: GatherPrompt) -> KeyPress:

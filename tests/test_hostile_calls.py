@@ -13,10 +13,11 @@ and ends calls with a status callback at any point.
 Invariants, after every step:
 - every answer is 200 with TwiML valid against ``tests/twiml.xsd`` (403 only for a
   forged signature, which changes nothing);
-- no charge without a verified PIN and a ``1`` at the confirm step: every
-  ``payment_attempt_opened`` follows a ``pin_verified``/``pin_created`` for the same
-  account on the same call (with no other account identified in between), was opened in
-  state ``confirm``, and only a request with ``Digits=1`` opened one;
+- no charge without a verified PIN and a ``1`` at the confirm step or the one-press
+  offer: every ``payment_attempt_opened`` follows a ``pin_verified``/``pin_created``
+  for the same account on the same call (with no other account identified in
+  between), was opened in state ``confirm`` or ``account_menu`` (the offer), and only
+  a request with ``Digits=1`` opened one;
 - never more than one processor charge per attempt, every processor charge is in the
   ledger as exactly one payment, and payments never outnumber attempts;
 - failure counters never lose an increment: each account's ``failure_count`` equals
@@ -296,22 +297,21 @@ class HostileCalls(RuleBasedStateMachine):
         accounts = sorted(self.numbers)
         choices: dict[str, list[str]] = {
             "language": ["1", "2", ""],
-            "confirm_found": ["1", "1", "1", "2", "9"],
             "choose_account": ["1", "2", "3", "9"],
             "enter_account": [*accounts, "12", "99999999", "*"],
-            "pin_entry": [*known, *known, *known, "1234", "12"],
+            "pin_entry": [*known, *known, *known, "1234", "12", "*"],
             "pin_wrong": ["1", "2"],
             "ssn_entry": [SSN, "0619"],
             "pin_referral": ["0", "2", "9"],
             "new_pin": ["0582", "1234", "12"],
             "new_pin_confirm": ["0582", "0583"],
-            "account_menu": ["1", "1", "2", "2", "3", "4", "0", "9"],
-            "enter_amount": ["25*50", "10", "10", "1", "999999", "*"],
+            "account_menu": ["1", "1", "2", "2", "3", "4", "5", "0", "9"],
+            "enter_amount": ["25*50", "10", "10", "1", "999999", "*", "#"],
             "choose_method": ["1", "8", "*", "9"],
             "save_card": ["1", "2", "*"],
             "card_retry": ["1", "2"],
             "confirm": ["1", "1", "1", "2", "9"],
-            "payment_done": ["1", "2", ""],
+            "payment_done": ["1", "2", "5", ""],
             "payment_declined": ["1", "2"],
         }
         return st.sampled_from(choices.get(state, ["1", ""]))
@@ -531,7 +531,8 @@ class HostileCalls(RuleBasedStateMachine):
                 before = last.get(row.call_sid)
                 assert before is not None and before.event in ("pin_verified", "pin_created"), row
                 assert before.account_id == row.account_id, (before, row)
-                assert row.detail.get("state") == "confirm", row
+                # a `1` at the confirm step, or at the account menu's one-press offer
+                assert row.detail.get("state") in ("confirm", "account_menu"), row
                 assert attempts[(row.call_sid, int(row.detail["attempt_no"]))] == row.account_id
             else:
                 last[row.call_sid] = row
@@ -624,7 +625,7 @@ def test_another_amount_after_the_new_card_cap_goes_back_to_the_menu(app: Flask)
     step = assert_valid_twiml(call.start().data)
     failed_pay = {"Result": "too-many-failed-attempts", "PaymentError": "card is declined"}
     script: list[str | dict[str, str]] = [
-        "1", "1", PIN,  # English, the account found, the PIN
+        "1", PIN,  # English (the account found: its PIN step at once), the PIN
         "2", "10", "2", failed_pay,  # another amount, $10, a new card not saved: not collected
         "1", failed_pay,  # try again (the second new card of the call): not collected
         "2", "2",  # back to the menu, another amount
@@ -637,7 +638,7 @@ def test_another_amount_after_the_new_card_cap_goes_back_to_the_menu(app: Flask)
         else:
             response = call.step(step, entry)
         step = assert_valid_twiml(response.data, response.content_type)
-    assert b"Please enter the amount" in response.data, response.data
+    assert b"Enter the amount" in response.data, response.data
     response = call.step(step or 0, "10")
-    assert b"unable to complete your call" not in response.data, response.data
-    assert b"To pay the full balance, press 1." in response.data, response.data
+    assert b"cannot finish your call" not in response.data, response.data
+    assert b"Press 1 to pay the full balance." in response.data, response.data

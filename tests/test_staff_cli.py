@@ -14,7 +14,7 @@ from ivr.softphone import Softphone
 from tests.members import PIN, SSN, Member, add_members
 
 CALLER = "+12025550143"
-MENU = "To pay the full balance, press 1."
+MENU = "Press 1 to pay the full balance."
 
 
 def run(app: Flask, *args: str) -> tuple[int, str]:
@@ -39,22 +39,23 @@ def test_reset_clears_the_pin_and_the_member_creates_one_on_the_next_call(
     (event,) = staff_events(app, "pin_reset")
     assert event.actor == "J. Ortiz" and event.detail["reason"] == "member request #4411"
     assert event.os_user == getpass.getuser() and event.host
-    call = phone.call(CALLER, ["1", "1", SSN, "0582", "0582"])
-    assert "You do not have a Personal Identification Number yet." in call.said_text()
-    assert call.last_said().startswith(MENU)
+    call = phone.call(CALLER, ["1", SSN, "0582", "0582"])
+    assert "This account has no PIN yet." in call.said_text()
+    assert MENU in call.said_text() and call.last_said().startswith("Or press 2")
 
 
 def test_unlock_lifts_a_lockout(app: Flask, phone: Softphone) -> None:
     (account_id,) = add_members(app, Member("10004821", phones=[CALLER]))
     for _ in range(2):
-        phone.call(CALLER, ["1", "1", "1111", "1", "2222", "1", "3333"])
+        phone.call(CALLER, ["1", "1111", "1", "2222", "1", "3333"])
     assert "locked:         yes" in run(app, "status", "10004821")[1]
     code, out = run(app, "unlock", "10004821", "--staff", "J. Ortiz", "--reason", "verified by phone")
     assert code == 0 and "unlocked" in out
     with app.app_context(), current_services().unit_of_work() as uow:
         row = uow.session.get(PinCredential, account_id)
         assert row is not None and row.locked_at is None and row.failure_count == 0
-    assert phone.call(CALLER, ["1", "1", PIN]).last_said().startswith(MENU)
+    unlocked = phone.call(CALLER, ["1", PIN])
+    assert MENU in unlocked.said_text() and unlocked.last_said().startswith("Or press 2")
     assert len(staff_events(app, "pin_unlock")) == 1
 
 

@@ -44,7 +44,7 @@ def trail(app: Flask, card_phone: Callable[..., Softphone]) -> list[AuditEvent]:
     good = f"{CARD} 12/30 {CVC}"
     calls = [
         # a wrong PIN, the right one, the full balance paid with a new card
-        card_phone(good).call(CALLER, ["1", "1", "1111", "1", PIN, "1", "2", "1"]),
+        card_phone(good).call(CALLER, ["1", "1111", "1", PIN, "1", "2", "1"]),
         # keyed account without a PIN: a wrong SSN, the right one, a new PIN, confirmed
         card_phone().call("+12025550166", ["1", "20003355#", OTHER_SSN, SSN, NEW_PIN, NEW_PIN]),
         # another amount, a declined card, back to the menu, member services (a transfer)
@@ -52,12 +52,12 @@ def trail(app: Flask, card_phone: Callable[..., Softphone]) -> list[AuditEvent]:
             "+12025550166", ["1", "20003355#", NEW_PIN, "2", "12#", "2", "1", "2", "0"]
         ),
         # five wrong PINs over two calls lock the account; the third call is refused
-        card_phone().call(LOCKED_CALLER, ["1", "1", "1111", "1", "2222", "1", "3333"]),
-        card_phone().call(LOCKED_CALLER, ["1", "1", "4444", "1", "5555"]),
-        card_phone().call(LOCKED_CALLER, ["1", "1", PIN]),
+        card_phone().call(LOCKED_CALLER, ["1", "1111", "1", "2222", "1", "3333"]),
+        card_phone().call(LOCKED_CALLER, ["1", "4444", "1", "5555"]),
+        card_phone().call(LOCKED_CALLER, ["1", PIN]),
     ]
     assert all(call.ok for call in calls)
-    assert "has been received" in calls[0].said_text()
+    assert "Your confirmation number is" in calls[0].said_text()
     runner = app.test_cli_runner()
     for action in ("unlock", "reset"):
         result = runner.invoke(

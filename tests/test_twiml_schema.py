@@ -135,7 +135,7 @@ SHARED = "+12025550188"
 # (caller, keys, cards): each script ends where the keys run out (the caller hangs up).
 SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     # found by caller ID, full balance, new card not saved, confirmation repeated, goodbye
-    (CALLER, ["1", "1", PIN, "1", "2", "1", "1", ""], (VISA,)),
+    (CALLER, ["1", PIN, "1", "2", "1", "1", ""], (VISA,)),
     # two accounts on one number, keyed instead, back with *, three wrong PINs
     (SHARED, ["1", "9", "*", "1", "1111", "1", "2222", "1", "3333"], ()),
     # an unknown caller keys three malformed account numbers
@@ -145,7 +145,7 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     # no PIN and no SSN on file, called from elsewhere: referred to member services
     (STRANGER, ["1", "10009999#", "0"], ()),
     # (paid in full above) a card that fails Twilio's checks twice: try again is offered
-    (CALLER, ["1", "1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
+    (CALLER, ["1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
     # (last: the PIN changes) Spanish, keyed, wrong PIN, forgot it, SSN, new PIN, another
     # amount, card saved but declined at the charge, another method (the saved one is
     # offered), back, transfer
@@ -177,7 +177,7 @@ def test_whole_calls_through_every_state_answer_only_valid_twiml(
     # The processor times out before charging: the outcome is unknown, the call ends.
     services = app.extensions[EXTENSION_KEY]
     services.gateway = FaultyGateway(services.gateway, ["timeout_before_charge"])
-    softphone(VISA).call(CALLER, ["1", "1", NEW_PIN, "2", "10#", "8", "2", "1"])
+    softphone(VISA).call(CALLER, ["1", NEW_PIN, "2", "10#", "8", "2", "1"])
 
     with app.app_context(), services.unit_of_work() as uow:
         details = uow.session.scalars(select(AuditEvent.detail).where(AuditEvent.event == "state_entered"))

@@ -75,7 +75,7 @@ def test_a_replayed_step_changes_nothing_twice(app: Flask) -> None:
     again = call.step(1, "1")
     assert again.status_code == 200
     assert stored_call(app, call.sid).step == after_first.step
-    assert stored_call(app, call.sid).state == "confirm_found"
+    assert stored_call(app, call.sid).state == "pin_entry"
     assert twiml(again.data).find("Gather") is not None
     assert first.data == again.data
 
@@ -88,7 +88,7 @@ def test_an_out_of_order_step_is_refused_without_effect(app: Flask) -> None:
     skipped = call.step(7, PIN)
     assert skipped.status_code == 200
     row = stored_call(app, call.sid)
-    assert (row.state, row.step, row.verified) == ("confirm_found", 2, False)
+    assert (row.state, row.step, row.verified) == ("pin_entry", 2, False)
 
 
 def test_an_ended_call_accepts_nothing_more(app: Flask) -> None:
@@ -143,7 +143,7 @@ def test_keys_that_are_not_dtmf_are_a_wrong_entry(app: Flask) -> None:
     call = RawCall(app)
     call.start()
     response = call.step(1, "１" * 300)
-    assert "not a valid entry" in response.get_data(as_text=True)
+    assert "That is not an option." in response.get_data(as_text=True)
     assert stored_call(app, call.sid).state == "language"
 
 

@@ -58,6 +58,7 @@ class CallStats:
     contained: int  # paid, and never transferred to member services
     gave_up: tuple[tuple[str, int], ...]  # abandoned or no-input calls by the last state reached
     paid_calls: int
+    payments: int  # payments taken: a call that paid two accounts is one call, two payments
     average_time_to_pay: timedelta | None  # call start to the first payment taken
     pin_failures: int  # PIN entries rejected (wrong, locked, throttled)
     calls_with_pin_failures: int
@@ -109,7 +110,7 @@ def _ranked(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
 
 def compute(calls: Iterable[CallRow], zone: tzinfo) -> CallStats:
     """The figures of ``calls`` (hours in ``zone``)."""
-    total = contained = paid_calls = 0
+    total = contained = paid_calls = payments = 0
     outcomes: Counter[str] = Counter()
     gave_up: Counter[str] = Counter()
     waits: list[timedelta] = []
@@ -124,6 +125,9 @@ def compute(calls: Iterable[CallRow], zone: tzinfo) -> CallStats:
         per_hour[call.started_at.astimezone(zone).hour] += 1
         for stage in range(_stage(events) + 1):
             reached[stage] += 1
+        payments += len({  # one per processor charge, however often a retry recorded it
+            str(e.detail.get("processor_id")) for e in events if e.event == "payment_succeeded"
+        })
         paid_at = next((e.occurred_at for e in events if e.event == "payment_succeeded"), None)
         if paid_at is not None:
             paid_calls += 1
@@ -144,6 +148,7 @@ def compute(calls: Iterable[CallRow], zone: tzinfo) -> CallStats:
         contained=contained,
         gave_up=_ranked(gave_up),
         paid_calls=paid_calls,
+        payments=payments,
         average_time_to_pay=sum(waits, timedelta()) / len(waits) if waits else None,
         pin_failures=pin_failures,
         calls_with_pin_failures=failing_calls,

@@ -99,6 +99,7 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 _CHOICES = {
     "pay_full_balance": "pay full balance",
+    "pay_now_stored_method": "pay now as offered, with the stored method",
     "pay_other_amount": "pay another amount",
     "last_payment": "hear the last payment",
     "autopay_in_portal": "Auto Pay (told: set it up in the portal)",
@@ -151,7 +152,8 @@ def event_label(event: TrailEvent) -> str:
             if not detail.get("known"):
                 return "account not found"
             via = {"caller_id": "by caller ID", "keyed": "keyed"}.get(str(detail.get("via")), "")
-            return f"account identified {via}".rstrip()
+            ending = f", ending {detail['account_last4']}" if detail.get("account_last4") else ""
+            return f"account identified {via}".rstrip() + ending
         case "account_entry_invalid":
             return f"account number entered, {detail.get('entry_length')} digits, not found"
         case "state_entered":
@@ -368,7 +370,11 @@ def show_command(call_sid: str) -> None:
     else:
         click.echo(f"  ended     not yet (active, in {call.state})")
     click.echo(f"  caller    {call.caller or 'withheld'}")
-    click.echo(f"  account   {'ending ' + _last4(call.account_number) if call.account_number else 'none'}")
+    accounts = trail.accounts_last4
+    if len(accounts) > 1:  # another account paid in the same call (key 5)
+        click.echo(f"  accounts  {', '.join('ending ' + last4 for last4 in accounts)}")
+    else:
+        click.echo(f"  account   {'ending ' + accounts[0] if accounts else 'none'}")
     click.echo(f"  outcome   {call.outcome or 'active'}")
     click.echo(f"  paid      {'$' + dollars(call.paid_cents) if call.paid_cents else 'nothing'}")
     click.echo("")
@@ -420,6 +426,7 @@ def _report(stats: CallStats, window: DayWindow) -> list[str]:
         ("outcomes", ", ".join(f"{name} {count}" for name, count in stats.outcomes) or "none"),
         ("containment", f"{_share(stats.contained, stats.calls)} "
                         f"({stats.contained} paid without a transfer)"),
+        ("payments", f"{stats.payments} in {plural(stats.paid_calls, 'call')}"),
         ("average time to pay", f"{wait} (call start to payment taken, {stats.paid_calls} paid)"),
         ("PIN failures", f"{stats.pin_failures} in {plural(stats.calls_with_pin_failures, 'call')}; "
                          f"SSN failures: {stats.ssn_failures}"),

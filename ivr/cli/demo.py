@@ -30,6 +30,7 @@ from db import migrate
 from db.importer import import_accounts
 from db.models import Payment, PaymentAttempt
 from ivr import create_app
+from ivr.cli.minute import Minute, measure, render
 from ivr.secrets import Secret
 from ivr.services import Services, current_services
 from ivr.settings import Settings
@@ -44,18 +45,26 @@ from ivr.softphone import (
     walk,
 )
 from ivr.softphone.pay import CardSource, InteractiveCards, ScriptedCards, TwilioPayEmulator
+from payments.card_tokenizer import tokenize_card
+from payments.gateway import customer_idempotency_key
 from payments.stripe_gateway import build_stripe_client
 
 if TYPE_CHECKING:
+    import stripe
+
     from payments.emulator import LocalStripe
 
 __all__ = [
     "DEMO_CALLER",
     "DEMO_MEMBERS",
     "DEMO_SCRIPT",
+    "MAIN_PATHS",
+    "NEWCOMER",
     "DemoMember",
     "KeyCard",
+    "MainPath",
     "Press",
+    "caller_minute",
     "demo_command",
     "demo_settings",
     "load_demo_members",
@@ -67,6 +76,8 @@ DEMO_TWILIO_TOKEN: Final = "securepay-demo-twilio-token"  # noqa: S105 - a demo 
 DEMO_STRIPE_KEY: Final = "sk_test_demo"
 DEMO_PUBLIC_URL: Final = "https://ivr.cli.demo.test"
 DEMO_CALLER: Final = "+12025550142"
+NEWCOMER: Final = "+12025550143"  # no stored card: `--interactive` types one at <Pay>
+TEST_VISA: Final = "4242424242424242 12/30 123"
 
 
 @dataclass(frozen=True)
@@ -89,16 +100,12 @@ class KeyCard:
 
 
 # The scripted call, in order: one Press per <Gather> the IVR asks, one KeyCard per
-# <Pay> attempt. The demo caller has no stored payment method, so the new-card step
-# starts at once (contract 2.6): no "8" at a method menu.
+# <Pay> attempt. The demo caller is a returning member with a stored Visa, found by
+# caller ID: the fast lane (contract 2.4), the PIN and one key.
 DEMO_SCRIPT: Final[tuple[Press | KeyCard, ...]] = (
-    Press("1", "English"),
-    Press("1", "continue with the account found for this number"),
-    Press("4739", "the PIN"),
-    Press("1", "pay the full balance"),
-    Press("2", "do not save the card"),
-    KeyCard("4242424242424242 12/30 123", "Stripe's test Visa ending in 4242, keyed at <Pay>"),
-    Press("1", "confirm the payment"),
+    Press("-", "nothing at the language prompt: English after 2 seconds"),
+    Press("4739", "the PIN of the account found for this number"),
+    Press("1", "pay the full balance with the stored Visa ending in 4242, as offered"),
     Press("-", "nothing more: the IVR says goodbye"),
 )
 
@@ -112,14 +119,37 @@ class DemoMember:
     pin: str | None  # None: no PIN on file, the caller creates one
     ssn_last4: str
     about: str
+    stored_card: bool = False  # a Visa ending in 4242 on file, as the portal would add it
 
 
 DEMO_MEMBERS: Final = (
-    DemoMember("700104821", DEMO_CALLER, "4739", "6187", "the demo caller: $123.45 due Dec 15"),
-    DemoMember("700205533", "+12025550143", "5821", "2954", "$245.10, of which $80.00 past due"),
-    DemoMember("700306712", "+12025550144", "6154", "8362", "speaks Spanish (press 2 first)"),
+    DemoMember("700104821", DEMO_CALLER, "4739", "6187", "the demo caller: $123.45, stored Visa", True),
+    DemoMember("700205533", NEWCOMER, "5821", "2954", "$245.10, $80.00 past due, no card on file"),
+    DemoMember("700306712", "+12025550144", "6154", "8362", "Spanish on file, stored Visa", True),
     DemoMember("700407390", "+12025550145", None, "5306", "no PIN yet: creates one with the SSN last four"),
     DemoMember("700508264", "+12025550146", "3958", "7195", "a business: $1,210.00"),
+)
+
+
+@dataclass(frozen=True)
+class MainPath:
+    """A path whose caller's minute the demo and ``make bench`` print (issue 9)."""
+
+    name: str
+    caller: str
+    keys: tuple[str, ...]
+    target_seconds: int | None
+    cards: tuple[str, ...] = ()
+
+
+MAIN_PATHS: Final = (
+    MainPath("returning caller, stored card (English)", DEMO_CALLER, ("-", "4739", "1"), 45),
+    MainPath("returning caller, stored card (Spanish)", "+12025550144", ("-", "6154", "1"), 55),
+    MainPath("new card, caller ID found (English)", NEWCOMER, ("-", "5821", "1", "2", "1"), 90, (TEST_VISA,)),
+    MainPath(
+        "keyed account, new card (English)", "+12025550177",
+        ("-", "700508264#", "3958", "1", "2", "1"), 90, (TEST_VISA,),
+    ),
 )
 
 
@@ -140,8 +170,9 @@ def accounts_csv() -> str:
     return files("ivr").joinpath("demo_data", "accounts.csv").read_text(encoding="utf-8")
 
 
-def load_demo_members(app: Flask) -> int:
-    """Import the demo accounts and set the demo PINs; returns how many accounts."""
+def load_demo_members(app: Flask, stripe_client: stripe.StripeClient | None = None) -> int:
+    """Import the demo accounts and set the demo PINs; with the processor's client, put
+    the demo Visa on file for the members that have one. Returns how many accounts."""
     with app.app_context():
         services: Services = current_services()
         now = services.clock.now()
@@ -157,13 +188,65 @@ def load_demo_members(app: Flask) -> int:
                 if member.pin is not None:
                     uow.credentials.set_pin(account.id, services.hasher.hash(member.pin), "member", now)
             uow.commit()
+        if stripe_client is not None:
+            for member in DEMO_MEMBERS:
+                if member.stored_card:
+                    _store_demo_card(services, stripe_client, member.account_number)
     return report.created + report.updated
 
 
-def fresh_database(folder: Path) -> Path:
-    """``folder/demo.db``, deleted if it was there, and migrated to the newest schema."""
+def _store_demo_card(services: Services, client: stripe.StripeClient, account_number: str) -> None:
+    """The test Visa attached to the account's processor customer and stored, as the
+    portal's ``POST /payment-methods`` does."""
+    gateway = services.gateway
+    if gateway is None:
+        raise click.ClickException("the demo needs its processor to store a card")
+    token = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2030, cvc="123")
+    with services.unit_of_work() as uow:
+        account = uow.accounts.by_number(account_number)
+        if account is None:
+            raise click.ClickException(f"demo account {account_number} is not in the file")
+        key = customer_idempotency_key(account_number)
+        created = gateway.create_customer(account_number, idempotency_key=key)
+        customer = uow.methods.set_customer_id(account.id, created)
+        info = gateway.attach_method(customer, token.processor_id)
+        uow.methods.add(account.id, info, created_via="portal", now=services.clock.now())
+        uow.commit()
+
+
+def caller_minute(stripe_api_base: str, folder: Path) -> list[Minute]:
+    """Each of ``MAIN_PATHS`` called once on a fresh demo database (``folder/minute.db``),
+    and measured: the words said up to the confirmation number, the timeouts waited."""
+    database = folder / "minute.db"
+    fresh_database(folder, database.name)
+    app = create_app(demo_settings(f"sqlite:///{database}", stripe_api_base))
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        client = build_stripe_client(DEMO_STRIPE_KEY, stripe_api_base)
+        load_demo_members(app, client)
+        minutes = []
+        for path in MAIN_PATHS:
+            transcript = walk(
+                FlaskTransport(app, base_url=DEMO_PUBLIC_URL),
+                auth_token=DEMO_TWILIO_TOKEN,
+                public_url=DEMO_PUBLIC_URL,
+                from_number=path.caller,
+                keys=ScriptedKeys(list(path.keys)),
+                pay=TwilioPayEmulator(client, ScriptedCards(list(path.cards))),
+            )
+            minutes.append(measure(path.name, transcript, path.target_seconds))
+        return minutes
+    finally:
+        logging.getLogger().setLevel(quiet)
+        with app.app_context():
+            current_services().engine.dispose()
+
+
+def fresh_database(folder: Path, name: str = "demo.db") -> Path:
+    """``folder/name``, deleted if it was there, and migrated to the newest schema."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "demo.db"
+    path = folder / name
     for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
         leftover.unlink(missing_ok=True)
     migrate.upgrade(f"sqlite:///{path}")
@@ -281,9 +364,15 @@ def _completed(transcript: CallTranscript, keys: KeySource, payments: list[tuple
 
 @click.command("demo")
 @click.option("--interactive", is_flag=True, help="Press the keys and type the card yourself.")
-@click.option("--from", "caller", default=DEMO_CALLER, show_default=True, help="The caller ID of the call.")
 @click.option(
-    "--keys", default=None, help="Replace the scripted keys, e.g. 1,1,4739,1,2,1,- ('-': no input)."
+    "--from",
+    "caller",
+    default=None,
+    help=f"The caller ID of the call (default: {DEMO_CALLER}, with a stored card; "
+    f"--interactive: {NEWCOMER}, with none, to type a test card).",
+)
+@click.option(
+    "--keys", default=None, help="Replace the scripted keys, e.g. -,4739,1,- ('-': no input)."
 )
 @click.option(
     "--card",
@@ -310,6 +399,7 @@ def demo_command(
     logs: bool,
 ) -> None:
     """A whole pay-by-phone call on this machine: local Stripe emulator, fresh database, demo members."""
+    caller = caller or (NEWCOMER if interactive else DEMO_CALLER)
     scripted_keys = _script_keys(keys)
     try:
         key_source: KeySource = InteractiveKeys() if interactive else ScriptedKeys(scripted_keys)
@@ -328,8 +418,8 @@ def demo_command(
         if not logs:
             logging.getLogger().setLevel(logging.WARNING)  # create_app set INFO
         try:
-            load_demo_members(app)
             client = build_stripe_client(DEMO_STRIPE_KEY, emulator.base_url)
+            load_demo_members(app, client)
             transcript = walk(
                 FlaskTransport(app, base_url=DEMO_PUBLIC_URL),
                 auth_token=DEMO_TWILIO_TOKEN,
@@ -343,7 +433,12 @@ def demo_command(
         finally:
             with app.app_context():
                 current_services().engine.dispose()
+        minutes = caller_minute(emulator.base_url, database.parent)
     completed = _completed(transcript, key_source, payments)
     _summary(transcript, payments, completed, database, caller)
+    click.echo("")
+    click.echo("The caller's minute (each main path called once on a fresh copy of the demo members)")
+    for line in render(minutes):
+        click.echo(line)
     if not completed:
         ctx.exit(1)

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ivr.flows.context import Ctx
-from ivr.flows.machine import Action, Go, Phrase, speaks
+from ivr.flows.machine import Action, Go, Phrase
 from ivr.flows.payment import MENU, to_methods
 from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
-from ivr.flows.speech import say_amount, say_digits
 from payments.gateway import (
     ActionRequired,
     CardDeclined,
@@ -56,6 +55,12 @@ Outcome = ChargeResult | Declined | NotCharged | Unknown
 
 
 def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
+    return charge_confirmed(ctx)
+
+
+def charge_confirmed(ctx: Ctx) -> Go:
+    """Charge what the caller just said yes to (``data``: amount, method, ``confirm_no``):
+    the confirm step's `1`, and the one-press offer's (``fast_lane``)."""
     gateway = ctx.gateway
     if gateway is None:
         return Go(MENU, notice=Phrase("payments_unavailable"))
@@ -193,7 +198,11 @@ def _after(ctx: Ctx, attempt: AttemptView, outcome: Outcome) -> Go:
             attempt, processor_id=outcome.processor_id, status=outcome.status, now=now
         )
         call.outcome = "paid"
-        call.data["paid"] = {"amount_cents": attempt.amount_cents, "confirmation": payment.confirmation}
+        call.data["paid"] = {
+            "amount_cents": attempt.amount_cents,
+            "confirmation": payment.confirmation,
+            "payment_id": payment.id,
+        }
         ctx.event("payment_succeeded", processor_id=outcome.processor_id, amount_cents=attempt.amount_cents)
         notifier = ctx.notifier
         ctx.after_commit.append(lambda: notifier.payment_taken(payment.id))
@@ -235,15 +244,3 @@ def _another_method(ctx: Ctx, _digits: str) -> Go:
 
 
 another_method = Action(_another_method, ("choose_method", "save_card", MENU))
-
-
-@speaks("payment_received", "payment_done_options")
-def speak_payment_done(ctx: Ctx) -> list[Phrase]:
-    paid = ctx.call.data["paid"]
-    return [
-        Phrase("payment_received", {
-            "amount": say_amount(int(paid["amount_cents"]), ctx.lang),
-            "confirmation": say_digits(str(paid["confirmation"])),
-        }),
-        Phrase("payment_done_options"),
-    ]

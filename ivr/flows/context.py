@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
-from typing import Any, Protocol
+from datetime import date, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -13,6 +13,9 @@ from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import AccountSummary, CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.settings import BusinessHours, Settings
 from payments.gateway import PaymentGateway
+
+if TYPE_CHECKING:
+    from ivr.flows.texting import TextJob
 
 log = structlog.get_logger("securepay.trail")
 
@@ -28,12 +31,32 @@ class NoNotifier:
         return None
 
 
+class ReceiptTexter(Protocol):
+    def text_receipt(self, job: TextJob) -> None:
+        """Text a receipt after the step committed; never raises, never blocks the call.
+        The outcome is recorded in the trail and in the call's ``data["texts"]``."""
+        ...
+
+
 class CallMoved(Exception):
     """Another request moved the call on while this one was between transactions."""
 
     def __init__(self, current: CallRecord | None) -> None:
         super().__init__("the call moved on")
         self.current = current
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a gather waits for the first key, per kind of wait (``machine.Wait``)."""
+
+    language: int = 2
+    menu: int = 6
+    entry: int = 8
+    card: int = 10
+
+    def seconds(self, wait: str) -> int:
+        return int(getattr(self, wait))
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,9 @@ class FlowConfig:
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    closed_days: frozenset[date] = frozenset()  # member services closed all day (holidays)
+    texts_on: bool = False  # text receipts (key 3 after a payment) are offered
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -80,6 +106,14 @@ class FlowConfig:
             new_cards_per_call=settings.new_cards_per_call,
             declines_per_account_day=settings.declines_per_account_day,
             declines_per_caller_day=settings.declines_per_caller_day,
+            timeouts=Timeouts(
+                language=settings.language_timeout_seconds,
+                menu=settings.menu_timeout_seconds,
+                entry=settings.entry_timeout_seconds,
+                card=settings.card_timeout_seconds,
+            ),
+            closed_days=settings.closed_days,
+            texts_on=settings.sms_from is not None,
         )
 
 
@@ -95,6 +129,7 @@ class Ctx:
     config: FlowConfig
     gateway: PaymentGateway | None = None
     notifier: Notifier = field(default_factory=NoNotifier)
+    texter: ReceiptTexter | None = None  # None: text receipts are off
     payload: Mapping[str, str] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)

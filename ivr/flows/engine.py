@@ -60,8 +60,10 @@ class FlowEngine:
         if call.step == 0 and call.status == "active":
             call.state = self.flow.start
             call.step = 1
-            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
             ctx.event("call_started", to_number=call.to_number)
+            if self.flow.on_call is not None:
+                self.flow.on_call(ctx)
+            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
         return self.render(ctx)
 
     def handle(self, ctx: Ctx, received: Input) -> Reply:
@@ -136,8 +138,8 @@ class FlowEngine:
             if not digits:
                 return state.timeout
             return state.on.get(digits, state.invalid)
-        if digits == "*" and "*" in state.on:
-            return state.on["*"]
+        if digits in ("*", "#") and digits in state.on:
+            return state.on[digits]
         if not digits:
             return state.timeout
         return state.on[ENTERED]
@@ -159,6 +161,8 @@ class FlowEngine:
             ctx.event("state_entered", to_state=target.name)
         call.state = target.name
         call.step += 1
+        if target.enter is not None:
+            target.enter(ctx)
         if target.is_end:
             call.status = "ended"
             call.outcome = go.outcome or target.outcome or call.outcome or "completed"
@@ -200,15 +204,16 @@ class FlowEngine:
         spec = state.input
         if isinstance(spec, Transfer):
             return Reply(step=call.step, speech=speech, dial=Dial(ctx.config.member_services_number))
+        seconds = ctx.config.timeouts.seconds(spec.wait)
         if isinstance(spec, Pay):
-            return Reply(step=call.step, speech=speech, pay=self._pay_request(ctx, spec))
+            return Reply(step=call.step, speech=speech, pay=self._pay_request(ctx, spec, seconds))
         if isinstance(spec, Entry):
-            gather = Gather(speech, spec.digits, "#", spec.timeout_seconds)
+            gather = Gather(speech, spec.digits, "#", seconds, empty_result="#" in state.on)
         else:
-            gather = Gather(speech, 1, "", spec.timeout_seconds)
+            gather = Gather(speech, 1, "", seconds)
         return Reply(step=call.step, gather=gather)
 
-    def _pay_request(self, ctx: Ctx, spec: Pay) -> PayRequest:
+    def _pay_request(self, ctx: Ctx, spec: Pay, seconds: int) -> PayRequest:
         config = ctx.config
         # Every card prompt may name the accepted cards ("We accept Visa and ...").
         names = {"card_types": say_card_types(config.card_types, ctx.lang)}
@@ -221,7 +226,7 @@ class FlowEngine:
             for prompt in (spec.prompts(ctx) if spec.prompts is not None else ())
         )
         return PayRequest(
-            config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang,
+            config.pay_connector, spec.max_attempts, seconds, ctx.lang,
             card_types=config.card_types, prompts=prompts,
         )
 

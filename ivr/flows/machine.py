@@ -61,22 +61,29 @@ REPEAT = "@repeat"  # say the state again, without counting a miss (the `9` key)
 MISS = "@miss"  # a wrong key or no input: counted; three in a row end the call
 
 
+# Which configured wait a gather uses (SECUREPAY_*_TIMEOUT): the language prompt is
+# short on purpose (no input there is a choice, not a miss).
+Wait = Literal["language", "menu", "entry", "card"]
+
+
 @dataclass(frozen=True)
 class Menu:
     """One key press (numDigits=1); keys not in ``on`` are a miss."""
 
     kind: Literal["menu"] = "menu"
-    timeout_seconds: int = 6
+    wait: Wait = "menu"
 
 
 @dataclass(frozen=True)
 class Entry:
-    """Several digits, ended by ``#`` or by reaching ``digits``; handed to ``on['entered']``."""
+    """Several digits, ended by ``#`` or by reaching ``digits``; handed to ``on['entered']``.
+
+    ``*`` alone and ``#`` alone may have rows of their own (``#`` alone: the full balance)."""
 
     digits: int | None = None
     max_digits: int = 20
     kind: Literal["entry"] = "entry"
-    timeout_seconds: int = 8
+    wait: Wait = "entry"
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ class Pay:
 
     kind: Literal["pay"] = "pay"
     max_attempts: int = 2
-    timeout_seconds: int = 10
+    wait: Wait = "card"
     prompts: CardPrompts | None = None
 
 
@@ -134,6 +141,9 @@ class State:
     guard: Literal["none", "identified", "may_set_pin", "verified"] = "none"
     # how the call ended: at an end state, or when the caller hangs up here (a transfer)
     outcome: str | None = None
+    # Looked up each time the state is entered (before it is said), so that what the
+    # caller hears and what a key then does are one thing: e.g. the one-press offer.
+    enter: Callable[[Ctx], None] | None = None
 
     @property
     def is_end(self) -> bool:
@@ -164,15 +174,23 @@ class Flow:
     start: str
     states: Mapping[str, State]
     too_many_misses: str
+    # Run once as a call comes in, before the start state is said (Call Capture).
+    on_call: Callable[[Ctx], None] | None = None
 
     @classmethod
-    def define(cls, start: str, too_many_misses: str, states: Iterable[State]) -> Flow:
+    def define(
+        cls,
+        start: str,
+        too_many_misses: str,
+        states: Iterable[State],
+        on_call: Callable[[Ctx], None] | None = None,
+    ) -> Flow:
         table: dict[str, State] = {}
         for state in states:
             if state.name in table:
                 raise FlowDefinitionError(f"state {state.name!r} is defined twice")
             table[state.name] = state
-        flow = cls(start, table, too_many_misses)
+        flow = cls(start, table, too_many_misses, on_call)
         flow._validate()
         return flow
 
@@ -194,8 +212,8 @@ class Flow:
                 raise FlowDefinitionError(f"end state {name!r} takes no input")
             if isinstance(state.input, Pay | Transfer) and set(state.on) != {PAY_RESULT}:
                 raise FlowDefinitionError(f"{state.input.kind} state {name!r} only takes 'result'")
-            if isinstance(state.input, Entry) and set(state.on) - {ENTERED, "*"}:
-                raise FlowDefinitionError(f"entry state {name!r} only takes 'entered' and '*'")
+            if isinstance(state.input, Entry) and set(state.on) - {ENTERED, "*", "#"}:
+                raise FlowDefinitionError(f"entry state {name!r} only takes 'entered', '*' and '#'")
             if isinstance(state.input, Menu) and any(len(key) != 1 for key in state.on):
                 raise FlowDefinitionError(f"menu state {name!r} has a key longer than one")
             if not state.is_end and not state.on:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from ivr.flows.context import Ctx
+from ivr.flows.fast_lane import offer_phrase, prepare_offer
 from ivr.flows.machine import Action, Go, Phrase, speaks
-from ivr.flows.speech import say_amount, say_date, say_hours
+from ivr.flows.speech import say_amount, say_date, say_hours, say_phone
+from ivr.flows.texting import REFUSED_PROMPTS, news_phrases, take_text_news
 
 
 @speaks(
@@ -15,13 +17,16 @@ from ivr.flows.speech import say_amount, say_date, say_hours
     "balance_past_due_part",
     "balance_zero",
     "balance_credit",
+    "menu_pay_offer",
+    "menu_pay_full",
     "account_menu_options",
+    *REFUSED_PROMPTS.values(),
 )
 def speak_account_menu(ctx: Ctx) -> list[Phrase]:
     account = ctx.account()
     lang = ctx.lang
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    phrases: list[Phrase] = []
+    phrases: list[Phrase] = news_phrases(ctx)
     balance = account.balance_cents
     if balance > 0:
         key = "balance_overdue" if account.due_date < today else "balance_due"
@@ -35,13 +40,27 @@ def speak_account_menu(ctx: Ctx) -> list[Phrase]:
         phrases.append(Phrase("balance_zero"))
     else:
         phrases.append(Phrase("balance_credit", {"amount": say_amount(-balance, lang)}))
+    offer = offer_phrase(ctx)
+    if offer is not None:
+        phrases.append(offer)
+    elif balance > 0:
+        phrases.append(Phrase("menu_pay_full"))
     phrases.append(Phrase("account_menu_options"))
     return phrases
 
 
+def enter_account_menu(ctx: Ctx) -> None:
+    """What the menu looks up as it is entered: the one-press offer, a text's news."""
+    prepare_offer(ctx)
+    take_text_news(ctx)
+
+
 def in_business_hours(ctx: Ctx, moment: datetime) -> bool:
+    """Member services answers: a business day's hours, and not a closure day (holiday)."""
     hours = ctx.config.business_hours
     local = moment.astimezone(ctx.config.timezone)
+    if local.date() in ctx.config.closed_days:
+        return False
     return local.weekday() in hours.days and hours.opens <= local.time() < hours.closes
 
 
@@ -53,9 +72,15 @@ def member_services_from(state: str) -> Action:
             ctx.event("transfer_requested")
             ctx.call.data["transfer_from"] = state
             return Go("transfer")
-        ctx.event("transfer_closed", success=False)
-        hours = say_hours(ctx.config.business_hours, ctx.lang)
-        return Go(state, notice=Phrase("member_services_closed", {"hours": hours}))
+        local_day = ctx.clock.now().astimezone(ctx.config.timezone).date()
+        holiday = local_day in ctx.config.closed_days
+        ctx.event("transfer_closed", success=False, closure_day=holiday)
+        args = {
+            "hours": say_hours(ctx.config.business_hours, ctx.lang),
+            "number": say_phone(ctx.config.member_services_number),
+        }
+        key = "member_services_closed_today" if holiday else "member_services_closed"
+        return Go(state, notice=Phrase(key, args))
 
     return Action(member_services, ("transfer", state))
 

@@ -24,17 +24,17 @@ MENU = "account_menu"
 METHOD_STATES = ("choose_method", "save_card")
 
 
-def _payments_on(ctx: Ctx) -> Go | None:
+def payments_refused(ctx: Ctx) -> Go | None:
     """None when a payment may start; otherwise where to go instead, and why."""
     if ctx.gateway is None:
         return Go(MENU, notice=Phrase("payments_unavailable"))
-    if _declines_capped(ctx):
+    if declines_capped(ctx):
         ctx.event("payment_refused", success=False, reason="decline_cap")
         return Go(MENU, notice=Phrase("decline_limit"))
     return None
 
 
-def _declines_capped(ctx: Ctx) -> bool:
+def declines_capped(ctx: Ctx) -> bool:
     since = ctx.clock.now() - timedelta(hours=24)
     ledger = ctx.uow.ledger
     if ledger.declines_since(since, account_id=ctx.account().id) >= ctx.config.declines_per_account_day:
@@ -45,7 +45,7 @@ def _declines_capped(ctx: Ctx) -> bool:
     )
 
 
-def _amount_limits(ctx: Ctx, cents: int) -> Phrase | None:
+def amount_limits(ctx: Ctx, cents: int) -> Phrase | None:
     config = ctx.config
     if cents < config.payment_min_cents:
         return Phrase("amount_below_min", {"minimum": say_amount(config.payment_min_cents, ctx.lang)})
@@ -63,13 +63,13 @@ def to_methods(ctx: Ctx) -> Go:
 
 
 def _pay_full(ctx: Ctx, _digits: str) -> Go:
-    refused = _payments_on(ctx)
+    refused = payments_refused(ctx)
     if refused is not None:
         return refused
     balance = ctx.account().balance_cents
     if balance <= 0:
         return Go(MENU, notice=Phrase("nothing_due"))
-    limit = _amount_limits(ctx, balance)
+    limit = amount_limits(ctx, balance)
     if limit is not None:
         return Go("enter_amount", notice=limit)
     ctx.call.data.update(amount_cents=balance, pay_full=True)
@@ -81,7 +81,7 @@ pay_full = Action(_pay_full, (MENU, "enter_amount", *METHOD_STATES))
 
 
 def _pay_other(ctx: Ctx, _digits: str) -> Go:
-    refused = _payments_on(ctx)
+    refused = payments_refused(ctx)
     if refused is not None:
         return refused
     ctx.event("menu_chosen", choice="pay_other_amount")
@@ -100,7 +100,7 @@ def _amount_entered(ctx: Ctx, digits: str) -> Go:
     cents = parse_amount_keys(digits)
     if cents is None:
         return Go("enter_amount", notice=Phrase("amount_invalid"), miss=True)
-    limit = _amount_limits(ctx, cents)
+    limit = amount_limits(ctx, cents)
     if limit is not None:
         return Go("enter_amount", notice=limit, miss=True)
     ctx.call.data.update(amount_cents=cents, pay_full=False)
@@ -109,6 +109,22 @@ def _amount_entered(ctx: Ctx, digits: str) -> Go:
 
 
 amount_entered = Action(_amount_entered, ("enter_amount", *METHOD_STATES, MENU))
+
+
+def _full_balance_keyed(ctx: Ctx, _digits: str) -> Go:
+    """``#`` alone at the amount prompt: the full balance (contract 2.5)."""
+    balance = ctx.account().balance_cents
+    if balance <= 0:
+        return Go(MENU, notice=Phrase("nothing_due"))
+    limit = amount_limits(ctx, balance)
+    if limit is not None:
+        return Go("enter_amount", notice=limit, miss=True)
+    ctx.call.data.update(amount_cents=balance, pay_full=True)
+    ctx.event("amount_entered", amount_cents=balance, full_balance=True)
+    return to_methods(ctx)
+
+
+full_balance_keyed = Action(_full_balance_keyed, ("enter_amount", *METHOD_STATES, MENU))
 
 
 @speaks("method_option", "method_new_card")

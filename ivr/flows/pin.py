@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ivr.flows.context import Ctx
 from ivr.flows.credentials import Check, check_secret
-from ivr.flows.identify import begin_pin_creation
+from ivr.flows.identify import begin_pin_creation, found_phrases
 from ivr.flows.machine import Action, Go, Phrase, speaks
 
 AUTH_FAILED = "auth_failed"
@@ -16,6 +16,12 @@ AUTH_FAILED = "auth_failed"
 
 def _is_four_digits(entry: str) -> bool:
     return len(entry) == 4 and entry.isdigit()
+
+
+def _leave_found(ctx: Ctx) -> None:
+    """The first entry at a step reached from Call Capture: its preamble is not said again."""
+    for key in ("found_last4", "found_notice"):
+        ctx.call.data.pop(key, None)
 
 
 def _failed(ctx: Ctx, check: Check, retry: Go) -> Go:
@@ -35,6 +41,7 @@ def _failed(ctx: Ctx, check: Check, retry: Go) -> Go:
 
 
 def _pin_entered(ctx: Ctx, digits: str) -> Go:
+    _leave_found(ctx)
     if not _is_four_digits(digits):
         return Go("pin_entry", notice=Phrase("pin_format"), miss=True)
     check = check_secret(ctx, "pin", digits)
@@ -59,13 +66,24 @@ def _forgot_pin(ctx: Ctx, _digits: str) -> Go:
 forgot_pin = Action(_forgot_pin, ("ssn_entry", "new_pin", "pin_referral"))
 
 
-@speaks("ssn_entry_residential", "ssn_entry_commercial")
+@speaks("capture_one", "capture_star", "pin_create_intro", "ssn_entry_residential", "ssn_entry_commercial")
 def speak_ssn_entry(ctx: Ctx) -> list[Phrase]:
     commercial = ctx.call.account_id is not None and ctx.account().account_type == "commercial"
-    return [Phrase("ssn_entry_commercial" if commercial else "ssn_entry_residential")]
+    return found_phrases(ctx, [Phrase("ssn_entry_commercial" if commercial else "ssn_entry_residential")])
+
+
+@speaks("capture_one", "capture_star", "pin_create_intro", "new_pin")
+def speak_new_pin(ctx: Ctx) -> list[Phrase]:
+    return found_phrases(ctx, [Phrase("new_pin")])
+
+
+@speaks("capture_one", "pin_create_intro", "pin_referral")
+def speak_pin_referral(ctx: Ctx) -> list[Phrase]:
+    return found_phrases(ctx, [Phrase("pin_referral")], star=False)
 
 
 def _ssn_entered(ctx: Ctx, digits: str) -> Go:
+    _leave_found(ctx)
     if not _is_four_digits(digits):
         return Go("ssn_entry", notice=Phrase("ssn_format"), miss=True)
     check = check_secret(ctx, "ssn", digits)
@@ -79,6 +97,7 @@ ssn_entered = Action(_ssn_entered, ("ssn_entry", "new_pin", AUTH_FAILED))
 
 
 def _pin_chosen(ctx: Ctx, digits: str) -> Go:
+    _leave_found(ctx)
     if not _is_four_digits(digits):
         return Go("new_pin", notice=Phrase("pin_format"), miss=True)
     account = ctx.account()

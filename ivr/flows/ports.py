@@ -37,10 +37,11 @@ class AccountSummary:
 
 @dataclass(frozen=True)
 class AccountRef:
-    """An account as Call Capture finds it: its id and number, nothing more."""
+    """An account as Call Capture finds it: its id, number and language, nothing more."""
 
     id: int
     number: str
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,10 @@ class Ledger(Protocol):
 
     def last_payment(self, account_id: int) -> PaymentView | None: ...
 
+    def last_paid_method(self, account_id: int) -> str | None:
+        """The processor id (``pm_...``) of the method the latest payment was taken with."""
+        ...
+
     def declines_since(
         self, since: datetime, *, account_id: int | None = None, caller: str | None = None
     ) -> int: ...
@@ -253,6 +258,12 @@ class MethodOnFile(Protocol):
 
     @property
     def last4(self) -> str: ...
+
+    @property
+    def exp_month(self) -> int | None: ...
+
+    @property
+    def exp_year(self) -> int | None: ...
 
 
 class StoredMethods(Protocol):

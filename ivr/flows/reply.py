@@ -19,6 +19,7 @@ class Gather:
     num_digits: int | None
     finish_on_key: str
     timeout_seconds: int
+    empty_result: bool = False  # the finish key alone means something: post it (actionOnEmptyResult)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Lang", "language_tag", "say_amount", "say_card_types", "say_date", "say_digits", "say_hours",
-    "say_method",
+    "say_method", "say_phone",
 ]
 
 # The languages we speak. Functions take a plain ``str`` (a call's language comes from
@@ -59,6 +59,16 @@ def say_digits(digits: str) -> str:
     if not digits.isascii() or not digits.isdigit():
         raise ValueError(f"expected digits only, got {digits!r}")
     return " ".join(digits)
+
+
+def say_phone(number: str) -> str:
+    """``"+12025550100"`` -> ``"2 0 2, 5 5 5, 0 1 0 0"``: a US number in its three groups,
+    digit by digit, with the pauses a person makes; any other number digit by digit."""
+    digits = number.removeprefix("+")
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = digits[1:]
+    groups = [digits[:3], digits[3:6], digits[6:]] if len(digits) == 10 else [digits]
+    return ", ".join(say_digits(group) for group in groups)
 
 
 def say_amount(cents: int, lang: str) -> str:

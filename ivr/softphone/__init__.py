@@ -5,7 +5,7 @@ terminal works in the tests, and both see the IVR exactly as Twilio would::
 
     phone = Softphone(FlaskTransport(app), auth_token=token, public_url="https://ivr.example.test")
     transcript = phone.call("+12025550123", keys=["1", "4739"])
-    assert "Please enter your 4-digit" in transcript.said_text()
+    assert "Enter your 4-digit PIN." in transcript.said_text()
 """
 
 from ivr.softphone.keys import (

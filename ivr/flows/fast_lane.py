@@ -1,0 +1,127 @@
+"""The fast lane (contract 2.4): one press pays a returning member's bill.
+
+When the account menu is entered, ``prepare_offer`` decides whether the full balance
+can be paid at once with a stored method, and keeps the offer in the call's context:
+what the caller hears ("To pay $123.45 on the account ending in 4 8 2 1 with the Visa
+ending in 4 2 4 2, press 1") and what `1` then charges are one record, so a method
+added in the portal a second later cannot be charged unsaid.
+
+The offer is made only where the charge can go through as said: payments on, nothing
+capping them, a balance due within the limits, the account's processor customer on
+file, and a method that can be charged off-session (a card not expired; a bank account
+only with a recorded authorization, which the store does not hold yet, so never).
+
+`1` is then the confirmation: the attempt number is fixed once per menu step, so a
+replay, a double press or a retry while the first request waits finds the same attempt
+(``charge.charge_confirmed``'s exactly-once rules do the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date
+
+from ivr.flows import charge, payment
+from ivr.flows.context import Ctx
+from ivr.flows.machine import Action, Go, Phrase
+from ivr.flows.ports import MAX_STORED_METHODS, MethodOnFile
+from ivr.flows.speech import say_amount, say_digits, say_method
+
+MENU = "account_menu"
+
+
+@dataclass(frozen=True)
+class Offer:
+    amount_cents: int
+    processor_id: str
+    kind: str
+    brand: str
+    last4: str
+
+
+def chargeable(method: MethodOnFile, today: date) -> bool:
+    """Whether a stored method can be charged with no one entering anything."""
+    if not (len(method.last4) == 4 and method.last4.isdigit()):
+        return False  # the offer must name its last four
+    if method.kind == "bank":
+        # A bank debit needs the member's recorded authorization (SECURITY 16a), which
+        # the one-press offer is not; the method menu (key 2) takes bank accounts.
+        return False
+    if method.exp_year is not None and method.exp_month is not None:
+        return (method.exp_year, method.exp_month) >= (today.year, today.month)
+    return True
+
+
+def one_press_offer(ctx: Ctx) -> Offer | None:
+    """The full balance with the method this account paid with last (else the one
+    stored last), or None when one press could not pay it as said."""
+    if ctx.gateway is None or payment.declines_capped(ctx):
+        return None
+    account = ctx.account()
+    balance = account.balance_cents
+    if balance <= 0 or payment.amount_limits(ctx, balance) is not None:
+        return None
+    methods = list(ctx.uow.methods.for_account(account.id)[:MAX_STORED_METHODS])
+    if not methods or ctx.uow.methods.customer_id(account.id) is None:
+        return None
+    last_used = ctx.uow.ledger.last_paid_method(account.id)
+    method = next((m for m in methods if m.processor_id == last_used), methods[-1])
+    today = ctx.clock.now().astimezone(ctx.config.timezone).date()
+    if not chargeable(method, today):
+        return None
+    return Offer(balance, method.processor_id, method.kind, method.brand, method.last4)
+
+
+def prepare_offer(ctx: Ctx) -> None:
+    """On entering the account menu: the offer it will say, kept for its key `1`."""
+    offer = one_press_offer(ctx)
+    if offer is None:
+        ctx.call.data.pop("offer", None)
+    else:
+        ctx.call.data["offer"] = asdict(offer)
+
+
+def offer_phrase(ctx: Ctx) -> Phrase | None:
+    """The offer as said: amount, account last four, method and its last four."""
+    offer = ctx.call.data.get("offer")
+    if not offer:
+        return None
+    return Phrase("menu_pay_offer", {
+        "amount": say_amount(int(offer["amount_cents"]), ctx.lang),
+        "account_last4": say_digits(ctx.account().number[-4:]),
+        "method": say_method(str(offer["kind"]), str(offer["brand"]), ctx.lang),
+        "method_last4": say_digits(str(offer["last4"])),
+    })
+
+
+def _pay_now(ctx: Ctx, digits: str) -> Go:
+    """Key `1` at the account menu: the offer charged at once, or the full-balance path."""
+    data = ctx.call.data
+    offer = data.get("offer")
+    if not offer:
+        return payment.pay_full.run(ctx, digits)
+    refused = payment.payments_refused(ctx)
+    if refused is not None:
+        return refused
+    on_file = ctx.uow.methods.for_account(ctx.account().id)
+    if not any(method.processor_id == offer["processor_id"] for method in on_file):
+        ctx.event("payment_refused", success=False, reason="method_removed")
+        return Go(MENU, notice=Phrase("method_gone"))
+    if data.get("one_press_step") != ctx.call.step:
+        data["confirm_no"] = int(data.get("confirm_no", 0)) + 1
+        data["one_press_step"] = ctx.call.step
+        ctx.event("menu_chosen", choice="pay_now_stored_method")
+    data.update(
+        amount_cents=int(offer["amount_cents"]),
+        pay_full=True,
+        method={
+            "processor_id": offer["processor_id"], "brand": offer["brand"], "last4": offer["last4"],
+            "kind": offer["kind"], "stored": True,
+        },
+    )
+    return charge.charge_confirmed(ctx)
+
+
+pay_now = Action(
+    _pay_now, tuple(dict.fromkeys((*payment.pay_full.leads_to, *charge.confirm_payment.leads_to)))
+)
