@@ -124,7 +124,10 @@ def test_the_unit_does_not_restart_a_bad_setting_and_loads_secrets_as_credential
     loaded = {line.split("=", 1)[1].split(":", 1)[0] for line in lines if line.startswith("LoadCredential=")}
     # Every secret but the optional ones is a credential; theirs are there, commented (a
     # LoadCredential= whose file is missing would stop the unit from starting).
-    optional = {"SECUREPAY_PORTAL_TOKEN", "SECUREPAY_SMTP_PASSWORD", "TWILIO_AUTH_TOKEN_PREVIOUS"}
+    optional = {
+        "SECUREPAY_PORTAL_TOKEN", "SECUREPAY_SMTP_PASSWORD",
+        "TWILIO_AUTH_TOKEN_PREVIOUS", "TWILIO_API_SECRET",
+    }
     assert loaded == set(SECRET_VARIABLES) - optional
     for name in optional:
         assert f"#LoadCredential={name}:" in unit

@@ -122,6 +122,7 @@ SECRETS = {
     "SECUREPAY_PORTAL_TOKEN": "portal-Heron-Juniper-Meadow",
     "SECUREPAY_DATABASE_URL": "postgresql+psycopg://securepay:dbpass-Falcon-Saffron@db.internal/securepay",
     "SECUREPAY_SMTP_PASSWORD": "smtp-Badger-Nutmeg-Quarry",
+    "TWILIO_API_SECRET": "twilio-Magpie-Clove-Estuary",
 }
 # What must never be printed: each secret, and the database password on its own.
 LEAKS = [*SECRETS.values(), "dbpass-Falcon-Saffron"]
@@ -218,6 +219,7 @@ def test_every_secret_can_come_from_a_file_or_a_systemd_credential(tmp_path: Pat
         "SECUREPAY_DATABASE_URL": settings.database_url,
         "TWILIO_AUTH_TOKEN_PREVIOUS": settings.twilio_auth_token_previous,
         "SECUREPAY_SMTP_PASSWORD": settings.smtp_password,
+        "TWILIO_API_SECRET": settings.twilio_api_secret,
     }
     assert set(held) == set(SECRET_VARIABLES)
     for name, secret in held.items():

@@ -43,6 +43,14 @@ _VARIABLES = {
     "payment_min_cents": "SECUREPAY_PAYMENT_MIN",
     "payment_max_cents": "SECUREPAY_PAYMENT_MAX",
     "metrics_enabled": "SECUREPAY_METRICS",
+    "language_timeout_seconds": "SECUREPAY_LANGUAGE_TIMEOUT",
+    "menu_timeout_seconds": "SECUREPAY_MENU_TIMEOUT",
+    "entry_timeout_seconds": "SECUREPAY_ENTRY_TIMEOUT",
+    "card_timeout_seconds": "SECUREPAY_CARD_ENTRY_TIMEOUT",
+    "closed_days": "SECUREPAY_CLOSED_DAYS_FILE",  # the days the file lists, as read
+    "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio_api_key": "TWILIO_API_KEY",
+    "twilio_api_secret": "TWILIO_API_SECRET",
 }
 
 # Fields that hold a secret (SECURITY 19a). When the settings hold secrets in a type of
@@ -102,6 +110,8 @@ def shown_value(field_name: str, value: object) -> str:
         return value.key
     if isinstance(value, time):
         return value.isoformat(timespec="minutes")
+    if isinstance(value, frozenset):  # the closure days
+        return ", ".join(day.isoformat() for day in sorted(value)) or "(none)"
     return str(value)
 
 
