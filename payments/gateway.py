@@ -102,11 +102,25 @@ class ProcessorUnavailable(PaymentError):
 
 
 class OutcomeUnknown(PaymentError):
-    """The request may have been processed (e.g. a read timeout after it was sent).
+    """The request may have been processed: a read timeout after it was sent, a 5xx or an
+    idempotency error on a write (Stripe saves a 500 once execution began and replays it;
+    the first request under a key may have charged).
 
     Resolve with ``find_charge(key)`` or by retrying with the SAME idempotency key;
     never charge again under a new key.
     """
+
+
+class PaymentUnsettled(OutcomeUnknown):
+    """The processor holds the payment but has not settled it either way: a PaymentIntent
+    waiting (``requires_payment_method`` without a payment error, ``requires_confirmation``)
+    or in a state we do not take. Not a decline and not a payment: the attempt stays
+    open for ``payments reconcile``."""
+
+    def __init__(self, status: str, *, processor_id: str | None = None) -> None:
+        self.status = status
+        self.processor_id = processor_id
+        super().__init__(f"payment {processor_id or '-'} is {status}, neither paid nor declined")
 
 
 class ProcessorRejected(PaymentError):

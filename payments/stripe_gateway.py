@@ -34,6 +34,7 @@ from payments.gateway import (
     MethodInfo,
     OutcomeUnknown,
     PaymentError,
+    PaymentUnsettled,
     ProcessorRejected,
     ProcessorUnavailable,
     RefundResult,
@@ -86,11 +87,15 @@ class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
         post_data: Any = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
-            return super().request(method, url, headers, post_data)
+            answer = super().request(method, url, headers, post_data)
         except stripe.APIConnectionError as exc:
             if not _connection_never_opened(exc):
                 self._thread_local.securepay_maybe_sent = True
             raise
+        # Any HTTP answer means this try reached the server, even if a retry then
+        # cannot connect: a 500 it answered may have been executed.
+        self._thread_local.securepay_maybe_sent = True
+        return answer
 
 
 def _connection_never_opened(exc: BaseException) -> bool:
@@ -209,17 +214,27 @@ def translated_errors(effect: Effect, *, method_not_found: bool = False) -> Iter
         raise ProcessorUnavailable("the payment processor could not be reached") from exc
     except stripe.RateLimitError as exc:
         raise ProcessorUnavailable(f"the payment processor is rate limiting ({_error_detail(exc)})") from exc
+    except stripe.IdempotencyError as exc:
+        if effect == "write":
+            # The key was used before with other parameters: that first request may
+            # have been executed (https://docs.stripe.com/error-low-level#idempotency).
+            raise OutcomeUnknown(f"the key was used by another request ({_error_detail(exc)})") from exc
+        raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
     except stripe.InvalidRequestError as exc:
         if _is_payment_method_problem(exc, method_not_found):
             raise InvalidPaymentMethod(f"the payment method cannot be used ({_error_detail(exc)})") from exc
         raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
-    except (stripe.AuthenticationError, stripe.PermissionError, stripe.IdempotencyError) as exc:
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
         raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
     except stripe.APIError as exc:
         status = exc.http_status or 0
         if status == 409 and effect == "write":
             # Another request with this idempotency key is in flight.
             raise OutcomeUnknown(f"a request with this key is in progress ({_error_detail(exc)})") from exc
+        if status >= 500 and effect == "write":
+            # Stripe saves a 500 once execution began and replays it to every retry
+            # (https://docs.stripe.com/api/idempotent_requests): nothing is known.
+            raise OutcomeUnknown(f"the payment processor failed ({_error_detail(exc)})") from exc
         if status >= 500:
             raise ProcessorUnavailable(f"the payment processor failed ({_error_detail(exc)})") from exc
         if effect == "write":
@@ -280,17 +295,17 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeResult:
         )
     if status == "requires_action":
         raise ActionRequired(processor_id=intent.id)
-    if status in ("requires_payment_method", "canceled"):
-        # Attribute access on a Stripe object raises for a field the answer lacks
-        # (localstripe omits ``decline_code``): getattr with a default.
-        error = getattr(intent, "last_payment_error", None)
-        code = (
-            (getattr(error, "decline_code", None) or getattr(error, "code", None))
-            if error is not None
-            else status
-        )
+    # Attribute access on a Stripe object raises for a field the answer lacks
+    # (localstripe omits ``decline_code``): getattr with a default.
+    error = getattr(intent, "last_payment_error", None)
+    if status == "canceled" or (status == "requires_payment_method" and error is not None):
+        code = (getattr(error, "decline_code", None) or getattr(error, "code", None)) if error else status
+        if code == "authentication_required":
+            raise ActionRequired(processor_id=intent.id)
         raise CardDeclined(code, processor_id=intent.id)
-    raise ProcessorRejected(f"payment {intent.id} is in an unexpected state: {status}")
+    # requires_payment_method without an error, requires_confirmation, requires_capture:
+    # nothing was declined and nothing was paid (https://docs.stripe.com/payments/paymentintents/lifecycle).
+    raise PaymentUnsettled(str(status), processor_id=intent.id)
 
 
 def _attempt_of(intent: stripe.PaymentIntent) -> str | None:

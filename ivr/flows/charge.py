@@ -28,6 +28,8 @@ from payments.gateway import (
     OutcomeUnknown,
     PaymentError,
     PaymentGateway,
+    PaymentUnsettled,
+    ProcessorRejected,
     ProcessorUnavailable,
     customer_idempotency_key,
 )
@@ -50,6 +52,7 @@ class NotCharged:
 @dataclass(frozen=True)
 class Unknown:
     reason: str
+    processor_id: str | None = None
 
 
 Outcome = ChargeResult | Declined | NotCharged | Unknown
@@ -111,10 +114,14 @@ def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed:
         )
     except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
         return Declined(_code(exc))
+    except PaymentUnsettled as exc:  # held by the processor, neither paid nor declined
+        return Unknown(exc.status, processor_id=exc.processor_id)
     except ProcessorUnavailable:
-        found = _look_up(gateway, attempt, customer_id)
-        return NotCharged("processor_unavailable") if _not_found(found) else found
-    except OutcomeUnknown:
+        # No try of this request reached the processor (refused, rate limited), and a
+        # resumed attempt was looked up first: surely not charged. A lookup now would
+        # only fail the same way and turn this into "unknown".
+        return NotCharged("processor_unavailable")
+    except OutcomeUnknown:  # a 5xx, an idempotency error, no answer after sending
         found = _look_up(gateway, attempt, customer_id)
         return Unknown("no_answer") if _not_found(found) else found
     except PaymentError as exc:  # ProcessorRejected: our request was refused outright
@@ -126,6 +133,8 @@ def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | N
         found = gateway.find_charge(attempt.id, customer_id=customer_id)
     except (CardDeclined, ActionRequired) as exc:
         return Declined(_code(exc))
+    except PaymentUnsettled as exc:
+        return Unknown(exc.status, processor_id=exc.processor_id)
     except PaymentError:
         return Unknown("lookup_failed")
     return found if found is not None else Unknown("not_found")
@@ -147,9 +156,14 @@ def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> st
         return None
     customer_id = methods.customer_id(account.id)
     if customer_id is None:
-        created = gateway.create_customer(
-            account.number, idempotency_key=customer_idempotency_key(account.number)
-        )
+        try:
+            created = gateway.create_customer(
+                account.number, idempotency_key=customer_idempotency_key(account.number)
+            )
+        except (ProcessorUnavailable, OutcomeUnknown, ProcessorRejected) as exc:
+            # No customer: the payment goes on unsaved (item 14 of issue 8).
+            ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
+            return None
         customer_id = methods.set_customer_id(account.id, created)
     info = gateway.attach_method(customer_id, attempt.method.processor_id)
     try:
@@ -207,7 +221,7 @@ def _after(ctx: Ctx, attempt: AttemptView, outcome: Outcome) -> Go:
         return Go("payment_declined")
     if isinstance(outcome, Unknown):
         if attempt.status == "pending":
-            ledger.settle(attempt.id, status="unknown", now=now)
+            ledger.settle(attempt.id, status="unknown", processor_id=outcome.processor_id, now=now)
         ctx.event("payment_outcome_unknown", success=False, reason=outcome.reason)
         return Go("payment_unknown", outcome="payment-unknown")
     if attempt.status == "pending":
