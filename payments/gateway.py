@@ -22,6 +22,16 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 MethodKind = Literal["card", "bank"]
+
+# What Stripe charges in USD at all (https://docs.stripe.com/currencies, "Minimum and
+# maximum charge amounts"): 50 cents to 8 digits of cents.
+MIN_CHARGE_CENTS = 50
+MAX_CHARGE_CENTS = 99_999_999
+# Stripe's metadata limits (https://docs.stripe.com/metadata): 50 keys, key names of up
+# to 40 characters, values of up to 500 characters.
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY_LENGTH = 40
+METADATA_MAX_VALUE_LENGTH = 500
 ChargeStatus = Literal["succeeded", "processing"]
 
 

@@ -27,6 +27,11 @@ from stripe.params import (
 )
 
 from payments.gateway import (
+    MAX_CHARGE_CENTS,
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_KEYS,
+    METADATA_MAX_VALUE_LENGTH,
+    MIN_CHARGE_CENTS,
     ActionRequired,
     CardDeclined,
     ChargeResult,
@@ -315,6 +320,20 @@ def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
     return str(metadata[ATTEMPT_METADATA_KEY])
 
 
+def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Stripe refuses more than 50 keys, a key over 40 characters (or holding square
+    brackets), a value over 500 (https://docs.stripe.com/metadata): refused here first,
+    with a message that names the key, never its value."""
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise ValueError(f"metadata holds at most {METADATA_MAX_KEYS} keys, not {len(metadata)}")
+    for name, value in metadata.items():
+        if not 0 < len(name) <= METADATA_MAX_KEY_LENGTH or "[" in name or "]" in name:
+            raise ValueError(f"a metadata key is 1-{METADATA_MAX_KEY_LENGTH} characters without brackets")
+        if len(value) > METADATA_MAX_VALUE_LENGTH:
+            raise ValueError(f"metadata {name!r} is longer than {METADATA_MAX_VALUE_LENGTH} characters")
+    return dict(metadata)
+
+
 def _checked_key(key: str) -> str:
     if not _KEY_PATTERN.fullmatch(key):
         raise ValueError("an idempotency key is 1-255 letters, digits and _ . : -")
@@ -334,7 +353,7 @@ class StripeGateway:
         return "<StripeGateway>"
 
     def create_customer(self, account_number: str, *, idempotency_key: str) -> str:
-        params: CustomerCreateParams = {"metadata": {"account_number": account_number}}
+        params: CustomerCreateParams = {"metadata": _checked_metadata({"account_number": account_number})}
         with translated_errors("write"):
             customer = self._client.v1.customers.create(
                 params, options={"idempotency_key": _checked_key(idempotency_key)}
@@ -365,6 +384,8 @@ class StripeGateway:
     ) -> ChargeResult:
         if type(amount_cents) is not int or amount_cents <= 0:
             raise ValueError("amount_cents must be a positive whole number of cents")
+        if not MIN_CHARGE_CENTS <= amount_cents <= MAX_CHARGE_CENTS:
+            raise ValueError(f"Stripe charges {MIN_CHARGE_CENTS} to {MAX_CHARGE_CENTS} cents")
         if not _CURRENCY_PATTERN.fullmatch(currency):
             raise ValueError("currency must be a lowercase ISO 4217 code, e.g. 'usd'")
         key = _checked_key(idempotency_key)
@@ -380,7 +401,7 @@ class StripeGateway:
             "allowed_payment_method_types": list(CHARGEABLE_TYPES),
             "confirm": True,
             "off_session": True,
-            "metadata": {**metadata, ATTEMPT_METADATA_KEY: key},
+            "metadata": _checked_metadata({**metadata, ATTEMPT_METADATA_KEY: key}),
         }
         if customer_id is not None:
             params["customer"] = customer_id

@@ -259,11 +259,12 @@ def _through(app: Flask, server: StripeErrorServer, retries: int = 1) -> None:
     app.extensions[EXTENSION_KEY].gateway = StripeGateway(client)
 
 
-def _at_confirm(app: Flask, localstripe: LocalStripe) -> RawCall:
-    """A call at the confirm step, paying the full balance with a new card not saved."""
+def _at_confirm(app: Flask, localstripe: LocalStripe, *, save: bool = False) -> RawCall:
+    """A call at the confirm step, paying the full balance with a new card (not saved
+    unless ``save``)."""
     call = RawCall(app, CALLER)
     assert call.start().status_code == 200
-    for n, digits in enumerate(["1", "1", PIN, "1", "2"], start=1):
+    for n, digits in enumerate(["1", "1", PIN, "1", "1" if save else "2"], start=1):
         assert call.step(n, digits).status_code == 200
     response = call.pay(6, _pm(localstripe))
     assert b"You are about to pay" in response.data, response.data
@@ -333,3 +334,45 @@ def test_a_charge_left_waiting_by_stripe_stays_unsettled_with_its_payment_intent
     (attempt,) = books(app).attempts
     assert attempt.status == "unknown"
     assert attempt.processor_id == scripted.body["id"]
+
+
+def test_a_failed_customer_create_lets_the_payment_go_on_unsaved(
+    app: Flask, errors: StripeErrorServer, localstripe: LocalStripe
+) -> None:
+    """Item 14: the member asked to save the card, Stripe failed to make the customer."""
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = _at_confirm(app, localstripe, save=True)
+    _through(app, errors, retries=0)
+    errors.script("POST", "/v1/customers", server_error())
+
+    assert PAID in call.step(CONFIRM_STEP, "1").data
+    ledger = books(app)
+    assert [a.status for a in ledger.attempts] == ["succeeded"] and not ledger.methods
+    assert len(_charges_at(localstripe)) == 1
+
+
+# -- what the adapter refuses to send (https://docs.stripe.com/metadata, /currencies) --------
+
+
+@pytest.mark.parametrize("metadata", [
+    {f"k{n}": "v" for n in range(50)},  # 51 with attempt_id
+    {"k" * 41: "v"},
+    {"a[b]": "v"},
+    {"note": "x" * 501},
+])
+def test_metadata_beyond_stripes_limits_is_refused_before_sending(
+    errors: StripeErrorServer, metadata: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        _charge(_gateway(errors), metadata=metadata)
+    assert "x" * 20 not in str(caught.value)  # a value is never quoted
+    assert not errors.seen
+
+
+@pytest.mark.parametrize("cents", [49, 100_000_000])
+def test_an_amount_stripe_cannot_charge_is_refused_before_sending(
+    errors: StripeErrorServer, cents: int
+) -> None:
+    with pytest.raises(ValueError):
+        _charge(_gateway(errors), amount_cents=cents)
+    assert not errors.seen
