@@ -56,6 +56,7 @@ def _localstripe_app() -> web.Application:
     # attribute shadows the class's method for those calls.
     resources.store.dump_to_disk = _no_disk_write
     _accept_allowed_payment_method_types(resources.PaymentIntent)
+    _list_payment_intents_by_customer_and_created(resources.PaymentIntent)
 
     stock: web.Application = server.app
     app = web.Application(middlewares=[m for m in stock.middlewares if m is not server.save_store_middleware])
@@ -87,6 +88,44 @@ def _accept_allowed_payment_method_types(intent_class: Any) -> None:
 
     api_create._securepay_shim = True  # type: ignore[attr-defined]
     intent_class._api_create = staticmethod(api_create)
+
+
+def _list_payment_intents_by_customer_and_created(intent_class: Any) -> None:
+    """Teach localstripe the ``customer`` and ``created`` filters Stripe's list of
+    PaymentIntents takes (https://docs.stripe.com/api/payment_intents/list), which the
+    in-call lookup sends; localstripe refuses every list filter ("Unexpected customer").
+    Newest first, as Stripe lists."""
+    if getattr(intent_class._api_list_all, "_securepay_shim", False):
+        return
+    list_all = intent_class._api_list_all  # a bound classmethod
+
+    def api_list_all(url: str, customer: Any = None, created: Any = None, **kwargs: Any) -> Any:
+        bounds = created if isinstance(created, dict) else ({} if created is None else {"eq": created})
+        for name in bounds:
+            if name not in ("gt", "gte", "lt", "lte", "eq"):
+                from localstripe.errors import UserError
+
+                raise UserError(400, f"Unexpected created[{name}]")
+        found = list_all(url, **kwargs)
+
+        def kept(intent: Any) -> bool:
+            if customer is not None and intent.customer != customer:
+                return False
+            created_at = int(intent.created)
+            checks = {
+                "gt": lambda v: created_at > v, "gte": lambda v: created_at >= v,
+                "lt": lambda v: created_at < v, "lte": lambda v: created_at <= v,
+                "eq": lambda v: created_at == v,
+            }
+            return all(checks[name](int(value)) for name, value in bounds.items())
+
+        # Newest first; within one second, the later one first.
+        ordered = sorted(enumerate(i for i in found._list if kept(i)), key=lambda p: (p[1].created, p[0]))
+        found._list = [intent for _, intent in reversed(ordered)]
+        return found
+
+    api_list_all._securepay_shim = True  # type: ignore[attr-defined]
+    intent_class._api_list_all = staticmethod(api_list_all)
 
 
 def _awaitable(handler: Any) -> Any:

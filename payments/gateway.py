@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 MethodKind = Literal["card", "bank"]
@@ -133,6 +134,11 @@ class PaymentUnsettled(OutcomeUnknown):
         super().__init__(f"payment {processor_id or '-'} is {status}, neither paid nor declined")
 
 
+class LookupIncomplete(PaymentError):
+    """A deep lookup could not look everywhere (the processor refused its search): the
+    payment was not found, which is not the same as "there is none"."""
+
+
 class ProcessorRejected(PaymentError):
     """The processor refused the request itself: a bad parameter, a bad key, a missing
     permission. A bug or a misconfiguration, not the member's doing."""
@@ -169,10 +175,17 @@ class PaymentGateway(Protocol):
         """
         ...
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
         """The outcome of the charge made under this key: its result, the exception
-        ``charge`` would have raised (``CardDeclined``, ``ActionRequired``), or ``None``
-        when the processor has no such payment (it never arrived: retry with the key)."""
+        ``charge`` would have raised (``CardDeclined``, ``ActionRequired``,
+        ``PaymentUnsettled``), or ``None`` when the processor has no such payment.
+
+        ``since`` (in a call: when the attempt was opened): one quick, strongly
+        consistent look at the payments made since then. Without it (reconcile): a deep
+        scan, then the processor's search; ``LookupIncomplete`` when the search is
+        refused after the scan found nothing."""
         ...
 
     def get_charge(self, processor_id: str) -> ChargeResult:

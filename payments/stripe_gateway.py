@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import stripe
@@ -26,6 +27,7 @@ from stripe.params import (
     RefundCreateParams,
 )
 
+from payments.deadline import remaining_seconds
 from payments.gateway import (
     MAX_CHARGE_CENTS,
     METADATA_MAX_KEY_LENGTH,
@@ -36,6 +38,7 @@ from payments.gateway import (
     CardDeclined,
     ChargeResult,
     InvalidPaymentMethod,
+    LookupIncomplete,
     MethodInfo,
     OutcomeUnknown,
     PaymentError,
@@ -54,7 +57,12 @@ _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 _CURRENCY_PATTERN = re.compile(r"[a-z]{3}")
 # How many recent PaymentIntents find_charge scans before falling back to search.
 _SCAN_LIMIT = 500
+# The in-call lookup lists from the attempt's opening less this, for clock skew.
+_LOOKUP_MARGIN_SECONDS = 300
 _MAYBE_SENT = "securepay_maybe_sent"
+# Under a deadline: no try starts with less than this left, no retry with less than that.
+_TRY_FLOOR_SECONDS = 0.2
+_RETRY_FLOOR_SECONDS = 1.0
 
 
 # -- the client ------------------------------------------------------------------------
@@ -83,6 +91,40 @@ class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
             setattr(exc, _MAYBE_SENT, bool(self._thread_local.securepay_maybe_sent))
             raise
 
+    # -- the step's deadline (payments.deadline) -----------------------------------------
+
+    @property
+    def _timeout(self) -> Any:
+        """What ``requests`` is given for each try: the configured (connect, read)
+        timeouts, cut to what is left of the deadline."""
+        configured = self._configured_timeout
+        left = remaining_seconds()
+        if left is None:
+            return configured
+        connect, read = configured if isinstance(configured, tuple) else (configured, configured)
+        return (min(connect, left), min(read, left))
+
+    @_timeout.setter
+    def _timeout(self, value: Any) -> None:
+        self._configured_timeout = value
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        left = remaining_seconds()
+        if left is not None and left < _RETRY_FLOOR_SECONDS:
+            return False  # a retry could not finish in time; its pause alone is 0.5 s
+        return bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        pause = float(super()._sleep_time_seconds(num_retries))
+        left = remaining_seconds()
+        return pause if left is None else min(pause, max(0.0, left - _RETRY_FLOOR_SECONDS / 2))
+
     # The signature of stripe's own RequestsClient.request, which is not its base's.
     def request(  # type: ignore[override]
         self,
@@ -91,6 +133,12 @@ class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
         headers: Mapping[str, str] | None,
         post_data: Any = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
+        left = remaining_seconds()
+        if left is not None and left < _TRY_FLOOR_SECONDS:
+            # Not sent at all: the caller learns "not reached", which it surely was not.
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                "the step's processor deadline has passed", should_retry=False
+            )
         try:
             answer = super().request(method, url, headers, post_data)
         except stripe.APIConnectionError as exc:
@@ -409,11 +457,16 @@ class StripeGateway:
             intent = self._client.v1.payment_intents.create(params, options={"idempotency_key": key})
         return _outcome(intent)
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
         key = _checked_key(idempotency_key)
-        intent = self._list_for_attempt(key, customer_id)
-        if intent is None:
-            intent = self._search_for_attempt(key)
+        if since is not None:
+            intent = self._recent_for_attempt(key, customer_id, since)
+        else:
+            intent = self._list_for_attempt(key, customer_id)
+            if intent is None:
+                intent = self._search_for_attempt(key)
         return None if intent is None else _outcome(intent)
 
     def get_charge(self, processor_id: str) -> ChargeResult:
@@ -439,38 +492,54 @@ class StripeGateway:
         with translated_errors("read", method_not_found=True):
             return self._client.v1.payment_methods.retrieve(payment_method_id)
 
-    def _list_for_attempt(self, key: str, customer_id: str | None) -> stripe.PaymentIntent | None:
-        """Scan recent PaymentIntents (listing is strongly consistent, search is not)."""
+    def _recent_for_attempt(
+        self, key: str, customer_id: str | None, since: datetime
+    ) -> stripe.PaymentIntent | None:
+        """One page of the PaymentIntents created since the attempt opened (less a margin
+        for clock skew), newest first, of the customer charged: listing is strongly
+        consistent, where search lags writes by up to a minute (an hour in outages), so
+        only a list can see a charge made seconds ago (https://docs.stripe.com/search)."""
+        params: PaymentIntentListParams = {
+            "limit": 100,
+            "created": {"gte": int(since.timestamp()) - _LOOKUP_MARGIN_SECONDS},
+        }
+        if customer_id is not None:
+            params["customer"] = customer_id
+        with translated_errors("read"):
+            page = self._client.v1.payment_intents.list(params)
+        for intent in page.data:
+            if _attempt_of(intent) == key and (customer_id is None or intent.customer == customer_id):
+                return intent
+        return None
 
-        def scan(params: PaymentIntentListParams) -> stripe.PaymentIntent | None:
+    def _list_for_attempt(self, key: str, customer_id: str | None) -> stripe.PaymentIntent | None:
+        """Scan recent PaymentIntents, page after page up to ``_SCAN_LIMIT`` (for
+        ``payments reconcile``, where time is not counted)."""
+        params: PaymentIntentListParams = {"limit": 100}
+        if customer_id is not None:
+            params["customer"] = customer_id
+        with translated_errors("read"):
             page = self._client.v1.payment_intents.list(params)
             for seen, intent in enumerate(page.auto_paging_iter()):
                 if seen >= _SCAN_LIMIT:
                     return None
                 if _attempt_of(intent) == key and (customer_id is None or intent.customer == customer_id):
                     return intent
-            return None
-
-        with translated_errors("read"):
-            if customer_id is None:
-                return scan({"limit": 100})
-            try:
-                return scan({"limit": 100, "customer": customer_id})
-            except stripe.InvalidRequestError as exc:
-                if exc.http_status != 400:
-                    raise
-                # localstripe lists PaymentIntents without filters only ("Unexpected
-                # customer"): list them all, the customer is matched above.
-                return scan({"limit": 100})
+        return None
 
     def _search_for_attempt(self, key: str) -> stripe.PaymentIntent | None:
         """Stripe's search finds older payments; it lags writes by up to a minute."""
         query = f"metadata['{ATTEMPT_METADATA_KEY}']:'{key}'"  # key checked: no quotes
-        with translated_errors("read"):
-            try:
-                found = self._client.v1.payment_intents.search({"query": query, "limit": 1})
-            except stripe.InvalidRequestError as exc:
-                if exc.http_status == 404:  # localstripe has no search endpoint
-                    return None
-                raise
+        try:
+            with translated_errors("read"):
+                try:
+                    found = self._client.v1.payment_intents.search({"query": query, "limit": 1})
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status == 404:  # localstripe has no search endpoint
+                        return None
+                    raise
+        except ProcessorRejected as exc:
+            # Search is not offered everywhere (https://docs.stripe.com/search): the scan
+            # found nothing, and that is all that can be said.
+            raise LookupIncomplete(f"the processor refused the search ({exc})") from exc
         return found.data[0] if found.data else None

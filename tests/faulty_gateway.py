@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from payments.gateway import (
@@ -80,8 +81,10 @@ class FaultyGateway:
     def describe_method(self, payment_method_id: str) -> MethodInfo:
         return self.real.describe_method(payment_method_id)
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
-        return self.real.find_charge(idempotency_key, customer_id=customer_id)
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
+        return self.real.find_charge(idempotency_key, customer_id=customer_id, since=since)
 
     def get_charge(self, processor_id: str) -> ChargeResult:
         return self.real.get_charge(processor_id)

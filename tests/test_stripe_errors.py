@@ -6,13 +6,20 @@ for the cases localstripe cannot produce; the pages are cited there and at each 
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import stripe
 from flask import Flask
 
+import ivr.flows.charge as charge_flow
+from db.payment_reports import AttemptLine
 from ivr.services import EXTENSION_KEY
 from payments.card_tokenizer import tokenize_card
 from payments.emulator import LocalStripe
@@ -24,10 +31,12 @@ from payments.gateway import (
     PaymentUnsettled,
     ProcessorUnavailable,
 )
+from payments.reconcile import reconcile
 from payments.stripe_gateway import StripeGateway, build_stripe_client
 from tests.ledger_checks import books
 from tests.members import PIN, Member, add_members
 from tests.stripe_error_server import (
+    Scripted,
     StripeErrorServer,
     authentication_required,
     card_declined,
@@ -376,3 +385,136 @@ def test_an_amount_stripe_cannot_charge_is_refused_before_sending(
     with pytest.raises(ValueError):
         _charge(_gateway(errors), amount_cents=cents)
     assert not errors.seen
+
+
+# -- item 12: the in-call lookup, the confirm step's deadline, reconcile's odd lines --------
+
+
+def test_the_in_call_lookup_is_one_page_listed_since_the_attempt_for_the_customer(
+    errors: StripeErrorServer,
+) -> None:
+    """Search lags writes by up to a minute (https://docs.stripe.com/search): the in-call
+    lookup lists (``created[gte]``, ``customer``; https://docs.stripe.com/api/payment_intents/list)
+    one page, and never searches."""
+    since = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+    assert _gateway(errors).find_charge("attempt-1", customer_id="cus_1", since=since) is None
+    (seen,) = errors.seen
+    assert (seen.method, seen.path) == ("GET", "/v1/payment_intents")
+    assert seen.query["created[gte]"] == [str(int(since.timestamp()) - 300)]
+    assert seen.query["customer"] == ["cus_1"] and seen.query["limit"] == ["100"]
+
+
+def test_a_charge_made_seconds_ago_is_found_by_the_in_call_lookup(
+    errors: StripeErrorServer, localstripe: LocalStripe
+) -> None:
+    gateway = _gateway(errors)
+    customer = gateway.create_customer("1001", idempotency_key="cus-1001")
+    pm = _pm(localstripe)
+    gateway.attach_method(customer, pm)
+    made = _charge(gateway, pm, key="attempt-7", customer_id=customer)
+    _charge(gateway, pm, key="attempt-8", customer_id=customer)
+    since = datetime.now(UTC)
+    assert gateway.find_charge("attempt-7", customer_id=customer, since=since) == made
+    assert gateway.find_charge("attempt-7", customer_id=None, since=since) == made
+    assert gateway.find_charge("attempt-9", customer_id=customer, since=since) is None
+    assert not [s for s in errors.seen if s.path.endswith("/search")]
+
+
+def test_a_500_after_the_charge_is_resolved_in_the_call_by_the_listing(
+    app: Flask, errors: StripeErrorServer, localstripe: LocalStripe
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = _at_confirm(app, localstripe)
+    _through(app, errors)
+    errors.script(*CHARGES, server_error(execute="before"))
+
+    assert PAID in call.step(CONFIRM_STEP, "1").data
+    (lookup,) = errors.requests_to("GET", "/v1/payment_intents")
+    assert "created[gte]" in lookup.query
+    assert not [s for s in errors.seen if s.path.endswith("/search")]
+    assert len(_charges_at(localstripe)) == 1
+
+
+def test_a_confirm_step_against_a_hanging_processor_ends_within_its_deadline(
+    app: Flask, localstripe: LocalStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 12: customer, charge, retries and lookup fit the step's processor deadline,
+    whatever each call's timeouts add up to (here: 2 tries x 2 s read, a pause, then a
+    lookup of 2 tries x 2 s, about 9 s without the deadline)."""
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = _at_confirm(app, localstripe)
+    monkeypatch.setattr(charge_flow, "CONFIRM_PROCESSOR_SECONDS", 3.0)
+    with _hanging_server() as port:
+        url = f"http://127.0.0.1:{port}"
+        client = build_stripe_client(TEST_API_KEY, url, max_network_retries=1, timeout=2)
+        app.extensions[EXTENSION_KEY].gateway = StripeGateway(client)
+        started = time.monotonic()
+        response = call.step(CONFIRM_STEP, "1")
+        elapsed = time.monotonic() - started
+    assert UNKNOWN in response.data
+    assert elapsed < 3.0 + 1.0, elapsed
+
+
+@contextmanager
+def _hanging_server() -> Iterator[int]:
+    """Accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def _reconcile_line(**fields: Any) -> AttemptLine:
+    base: dict[str, Any] = {
+        "attempt_id": "attempt-1", "created_at": datetime(2026, 12, 1, tzinfo=UTC),
+        "account_number": "10004821",
+        "customer_id": None, "amount_cents": 12345, "status": "unknown", "processor_id": None,
+        "payment_id": None, "payment_amount_cents": None, "payment_status": None, "confirmation": None,
+    }
+    base.update(fields)
+    return AttemptLine(**base)
+
+
+def test_reconcile_reports_an_odd_payment_intent_and_a_refused_search_as_lines(
+    errors: StripeErrorServer,
+) -> None:
+    """One odd PaymentIntent or a refused search is a reported line, never an aborted run."""
+    errors.script("GET", "/v1/payment_intents/pi_odd", intent_in("requires_capture"))
+    refused = Scripted(400, {"error": {"type": "invalid_request_error", "message": "Search is unavailable"}})
+    errors.script("GET", "/v1/payment_intents/search", refused)
+    lines = [
+        _reconcile_line(attempt_id="attempt-odd", processor_id="pi_odd"),
+        _reconcile_line(attempt_id="attempt-unsearched"),
+        _reconcile_line(attempt_id="attempt-absent"),  # no search refusal left: absent, unpaid: fine
+    ]
+
+    report = reconcile(lines, _gateway(errors))
+
+    assert report.checked == 3
+    by_attempt = {m.attempt_id: m for m in report.mismatches}
+    assert set(by_attempt) == {"attempt-odd", "attempt-unsearched"}
+    assert "requires_capture" in by_attempt["attempt-odd"].theirs
+    assert "search was refused" in by_attempt["attempt-unsearched"].theirs

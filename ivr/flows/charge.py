@@ -20,6 +20,7 @@ from ivr.flows.machine import Action, Go, Phrase, speaks
 from ivr.flows.payment import MENU, to_methods
 from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
 from ivr.flows.speech import say_amount, say_digits
+from payments.deadline import processor_deadline
 from payments.gateway import (
     ActionRequired,
     CardDeclined,
@@ -35,6 +36,10 @@ from payments.gateway import (
 )
 
 CURRENCY = "usd"
+# The processor's share of a confirm step (Twilio waits 15 s for the answer), and the part
+# of it kept for the lookup after an unknown outcome: counted in docs/decisions/0003.
+CONFIRM_PROCESSOR_SECONDS = 10.0
+LOOKUP_RESERVE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -88,21 +93,39 @@ def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
         return _after(ctx, attempt, _settled_outcome(attempt))
     if data.get("pay_full") and ctx.refresh_account().balance_cents != attempt.amount_cents:
         return _after(ctx, attempt, NotCharged("balance_changed"))
-    outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
+    with processor_deadline(CONFIRM_PROCESSOR_SECONDS):
+        outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
     return _after(ctx, attempt, outcome)
 
 
 def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed: bool) -> Outcome:
-    try:
-        customer_id = _customer_for(ctx, gateway, attempt)
-    except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
-        return Declined(_code(exc))
-    except (ProcessorUnavailable, OutcomeUnknown):
-        return NotCharged("save_failed")
-    if resumed:
-        found = _look_up(gateway, attempt, customer_id)
-        if not isinstance(found, Unknown) or found.reason != "not_found":
-            return found
+    """Customer, lookup of a resumed attempt and the charge share the step's deadline
+    less the time kept for the lookup after an unknown outcome."""
+    reserve = min(LOOKUP_RESERVE_SECONDS, CONFIRM_PROCESSOR_SECONDS / 3)
+    with processor_deadline(CONFIRM_PROCESSOR_SECONDS - reserve):
+        try:
+            customer_id = _customer_for(ctx, gateway, attempt)
+        except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
+            return Declined(_code(exc))
+        except (ProcessorUnavailable, OutcomeUnknown):
+            return NotCharged("save_failed")
+        if resumed:
+            found = _look_up(gateway, attempt, customer_id)
+            if not isinstance(found, Unknown) or found.reason != "not_found":
+                return found
+        try:
+            return _send_charge(gateway, attempt, customer_id)
+        except OutcomeUnknown as exc:
+            unknown = exc
+    if isinstance(unknown, PaymentUnsettled):  # held by the processor, neither paid nor declined
+        return Unknown(unknown.status, processor_id=unknown.processor_id)
+    # A 5xx, an idempotency error, no answer after sending: look it up, in the time kept.
+    found = _look_up(gateway, attempt, customer_id)
+    return Unknown("no_answer") if _not_found(found) else found
+
+
+def _send_charge(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> Outcome:
+    """The charge itself; raises only ``OutcomeUnknown`` (and ``PaymentUnsettled``)."""
     try:
         return gateway.charge(
             amount_cents=attempt.amount_cents,
@@ -114,23 +137,20 @@ def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed:
         )
     except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
         return Declined(_code(exc))
-    except PaymentUnsettled as exc:  # held by the processor, neither paid nor declined
-        return Unknown(exc.status, processor_id=exc.processor_id)
     except ProcessorUnavailable:
-        # No try of this request reached the processor (refused, rate limited), and a
-        # resumed attempt was looked up first: surely not charged. A lookup now would
-        # only fail the same way and turn this into "unknown".
+        # No try of this request reached the processor (refused, rate limited, or the
+        # deadline came first), and a resumed attempt was looked up first: surely not
+        # charged. A lookup now would only fail the same way and say "unknown".
         return NotCharged("processor_unavailable")
-    except OutcomeUnknown:  # a 5xx, an idempotency error, no answer after sending
-        found = _look_up(gateway, attempt, customer_id)
-        return Unknown("no_answer") if _not_found(found) else found
+    except OutcomeUnknown:
+        raise
     except PaymentError as exc:  # ProcessorRejected: our request was refused outright
         return NotCharged(type(exc).__name__)
 
 
 def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> Outcome:
     try:
-        found = gateway.find_charge(attempt.id, customer_id=customer_id)
+        found = gateway.find_charge(attempt.id, customer_id=customer_id, since=attempt.opened_at)
     except (CardDeclined, ActionRequired) as exc:
         return Declined(_code(exc))
     except PaymentUnsettled as exc:

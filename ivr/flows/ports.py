@@ -172,6 +172,7 @@ class AttemptView:
     status: AttemptStatus
     processor_id: str | None
     method: MethodRef
+    opened_at: datetime | None = None  # when the row was written, before the processor heard
 
 
 @dataclass(frozen=True)
