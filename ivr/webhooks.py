@@ -29,7 +29,8 @@ DTMF = re.compile(r"[0-9*#]{0,40}")
 NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every state
 ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 # What a <Pay> callback may hand to the flow: never card digits (Twilio masks them).
-PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate")
+# ``ProfileId``: the Stripe connector's customer for the method (issue 8, item 2), an id.
+PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate", "ProfileId")
 
 
 def _xml(body: str, status: int = 200) -> Response:

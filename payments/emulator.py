@@ -71,20 +71,31 @@ def _localstripe_app() -> web.Application:
 
 
 def _accept_allowed_payment_method_types(intent_class: Any) -> None:
-    """Teach localstripe one parameter of the API version stripe-python 16 speaks.
+    """Teach localstripe the PaymentIntent parameters of the API version stripe-python 16
+    speaks, which it predates and would refuse:
 
-    That version replaced ``payment_method_types`` on PaymentIntent creation with
-    ``allowed_payment_method_types`` (the old name is refused with a 400). localstripe
-    predates it and refuses unknown parameters; it ignores the method types anyway
-    (it charges whatever method it is given), so the parameter is dropped here.
+    - ``allowed_payment_method_types`` (which replaced ``payment_method_types``):
+      localstripe charges whatever method it is given, so it is dropped;
+    - ``setup_future_usage``: as Stripe does, the method is attached to the customer
+      when the payment succeeds (https://docs.stripe.com/payments/save-during-payment);
+    - ``error_on_requires_action``, ``mandate``: dropped; a card that needs 3-D Secure
+      is left in ``requires_action``, which the adapter treats as Stripe's error.
     """
     if getattr(intent_class._api_create, "_securepay_shim", False):
         return
     create = intent_class._api_create  # a bound classmethod
 
     def api_create(**data: Any) -> Any:
+        from localstripe.resources import PaymentMethod
+
         data.pop("allowed_payment_method_types", None)
-        return create(**data)
+        data.pop("error_on_requires_action", None)
+        data.pop("mandate", None)
+        future_usage = data.pop("setup_future_usage", None)
+        intent = create(**data)
+        if future_usage and intent.customer and intent.status in ("succeeded", "processing"):
+            PaymentMethod._api_retrieve(intent.payment_method).customer = intent.customer
+        return intent
 
     api_create._securepay_shim = True  # type: ignore[attr-defined]
     intent_class._api_create = staticmethod(api_create)

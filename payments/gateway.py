@@ -18,7 +18,7 @@ with the **same** key or by ``find_charge(key)``; never by charging with a new k
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -60,6 +60,8 @@ class ChargeResult:
     processor_id: str  # pi_... (the PaymentIntent)
     charge_id: str | None  # ch_..., where the processor has made one
     amount_cents: int
+    # The method charged, when the processor's answer described it (for saving it).
+    method: MethodInfo | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -167,11 +169,19 @@ class PaymentGateway(Protocol):
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
-        """Charge the method now, the member not present to authenticate (off-session).
+        """Charge the method now. The member cannot authenticate (no 3-D Secure by
+        phone): a payment that needs it fails with ``ActionRequired``.
 
         ``idempotency_key`` is the payment-attempt id; it is also stored on the payment
         as metadata ``attempt_id`` so ``find_charge`` can find it later.
+        ``save_for_future``: the member chose to keep the method; the processor saves it
+        on ``customer_id`` when the payment succeeds (no separate attach).
+        ``cardholder_present``: False for Auto Pay (an off-session charge).
+        ``mandate_id``: a bank account's debit authorization, where it has one.
         """
         ...
 

@@ -345,6 +345,7 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeResult:
             processor_id=intent.id,
             charge_id=_charge_id(intent),
             amount_cents=intent.amount,
+            method=_expanded_method(intent),
         )
     if status == "requires_action":
         raise ActionRequired(processor_id=intent.id)
@@ -359,6 +360,16 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeResult:
     # requires_payment_method without an error, requires_confirmation, requires_capture:
     # nothing was declined and nothing was paid (https://docs.stripe.com/payments/paymentintents/lifecycle).
     raise PaymentUnsettled(str(status), processor_id=intent.id)
+
+
+def _expanded_method(intent: stripe.PaymentIntent) -> MethodInfo | None:
+    pm = getattr(intent, "payment_method", None)
+    if not isinstance(pm, stripe.PaymentMethod):
+        return None  # an id only: not expanded
+    try:
+        return method_info(pm)
+    except InvalidPaymentMethod:
+        return None
 
 
 def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
@@ -429,7 +440,12 @@ class StripeGateway:
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
+        if save_for_future and customer_id is None:
+            raise ValueError("a method saved for future payments is saved on a customer")
         if type(amount_cents) is not int or amount_cents <= 0:
             raise ValueError("amount_cents must be a positive whole number of cents")
         if not MIN_CHARGE_CENTS <= amount_cents <= MAX_CHARGE_CENTS:
@@ -448,11 +464,24 @@ class StripeGateway:
             # ``payment_method_types``; dynamic payment methods would want a return_url.)
             "allowed_payment_method_types": list(CHARGEABLE_TYPES),
             "confirm": True,
-            "off_session": True,
             "metadata": _checked_metadata({**metadata, ATTEMPT_METADATA_KEY: key}),
+            # The card's details come back with the answer: saving it costs no call.
+            "expand": ["payment_method"],
         }
+        if cardholder_present:
+            # On the line but unable to authenticate (no 3-D Secure by phone): fail the
+            # attempt rather than leave it waiting for an action nobody can take.
+            params["error_on_requires_action"] = True
+        else:
+            params["off_session"] = True  # Auto Pay: the member is not there
         if customer_id is not None:
             params["customer"] = customer_id
+        if save_for_future:
+            # Saved during the payment (https://docs.stripe.com/payments/save-during-payment):
+            # Stripe attaches the method to the customer when the payment succeeds.
+            params["setup_future_usage"] = "off_session"
+        if mandate_id is not None:
+            params["mandate"] = mandate_id  # a bank debit's authorization
         with translated_errors("write", method_not_found=True):
             intent = self._client.v1.payment_intents.create(params, options={"idempotency_key": key})
         return _outcome(intent)

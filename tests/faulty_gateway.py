@@ -50,6 +50,9 @@ class FaultyGateway:
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
         fault = self._next()
         if fault == "timeout_before_charge":
@@ -62,6 +65,7 @@ class FaultyGateway:
         result = self.real.charge(
             amount_cents=amount_cents, currency=currency, payment_method_id=payment_method_id,
             customer_id=customer_id, idempotency_key=idempotency_key, metadata=metadata,
+            save_for_future=save_for_future, cardholder_present=cardholder_present, mandate_id=mandate_id,
         )
         if fault == "timeout_after_charge":
             raise OutcomeUnknown("read timed out")

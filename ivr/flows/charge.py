@@ -98,42 +98,47 @@ def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
     return _after(ctx, attempt, outcome)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """With which processor customer the charge is made, and whether the processor is to
+    save the method on it (https://docs.stripe.com/payments/save-during-payment)."""
+
+    customer_id: str | None
+    save: bool = False
+
+
 def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed: bool) -> Outcome:
     """Customer, lookup of a resumed attempt and the charge share the step's deadline
     less the time kept for the lookup after an unknown outcome."""
     reserve = min(LOOKUP_RESERVE_SECONDS, CONFIRM_PROCESSOR_SECONDS / 3)
     with processor_deadline(CONFIRM_PROCESSOR_SECONDS - reserve):
-        try:
-            customer_id = _customer_for(ctx, gateway, attempt)
-        except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
-            return Declined(_code(exc))
-        except (ProcessorUnavailable, OutcomeUnknown):
-            return NotCharged("save_failed")
+        plan = _plan(ctx, gateway)
         if resumed:
-            found = _look_up(gateway, attempt, customer_id)
+            found = _look_up(gateway, attempt, plan.customer_id)
             if not isinstance(found, Unknown) or found.reason != "not_found":
-                return found
+                return _kept(ctx, gateway, plan, found)
         try:
-            return _send_charge(gateway, attempt, customer_id)
+            return _kept(ctx, gateway, plan, _send_charge(gateway, attempt, plan))
         except OutcomeUnknown as exc:
             unknown = exc
     if isinstance(unknown, PaymentUnsettled):  # held by the processor, neither paid nor declined
         return Unknown(unknown.status, processor_id=unknown.processor_id)
     # A 5xx, an idempotency error, no answer after sending: look it up, in the time kept.
-    found = _look_up(gateway, attempt, customer_id)
-    return Unknown("no_answer") if _not_found(found) else found
+    found = _look_up(gateway, attempt, plan.customer_id)
+    return Unknown("no_answer") if _not_found(found) else _kept(ctx, gateway, plan, found)
 
 
-def _send_charge(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> Outcome:
+def _send_charge(gateway: PaymentGateway, attempt: AttemptView, plan: _Plan) -> Outcome:
     """The charge itself; raises only ``OutcomeUnknown`` (and ``PaymentUnsettled``)."""
     try:
         return gateway.charge(
             amount_cents=attempt.amount_cents,
             currency=CURRENCY,
             payment_method_id=attempt.method.processor_id,
-            customer_id=customer_id,
+            customer_id=plan.customer_id,
             idempotency_key=attempt.id,
             metadata={"attempt_id": attempt.id, "call_sid": attempt.call_sid},
+            save_for_future=plan.save,
         )
     except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
         return Declined(_code(exc))
@@ -164,16 +169,37 @@ def _not_found(outcome: Outcome) -> bool:
     return isinstance(outcome, Unknown) and outcome.reason == "not_found"
 
 
-def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> str | None:
-    """The processor customer to charge with: the account's for a stored method; for a
-    new card the caller chose to save, the card is attached to it first."""
+def _plan(ctx: Ctx, gateway: PaymentGateway) -> _Plan:
+    """The customer to charge with, and whether to save the method on it.
+
+    - A stored method: the account's customer.
+    - A new card ``<Pay>`` already put on a customer (Twilio's ``ProfileId``): that
+      customer, always (Stripe charges an attached method only with its customer). Saved
+      when the member asked and the account has no other customer: it becomes the
+      account's, rather than the card going on a second customer.
+    - A new card to save: the account's customer, made first if there is none. When
+      making it fails the payment goes on unsaved (issue 8, item 14).
+    - A new card not to save: no customer.
+    """
     method = ctx.call.data["method"]
     methods = ctx.uow.methods
     account = ctx.account()
     if method.get("stored"):
-        return methods.customer_id(account.id)
-    if not ctx.call.data.get("save_card"):
-        return None
+        return _Plan(methods.customer_id(account.id))
+    wanted = bool(ctx.call.data.get("save_card"))
+    if wanted and len(methods.for_account(account.id)) >= MAX_STORED_METHODS:
+        ctx.event("method_not_saved", success=False, reason="TooManyMethods")
+        wanted = False
+    profile = method.get("profile_id")
+    if isinstance(profile, str):
+        if not wanted:
+            return _Plan(profile)
+        recorded = methods.customer_id(account.id) or methods.set_customer_id(account.id, profile)
+        if recorded != profile:
+            ctx.event("method_not_saved", success=False, reason="card_on_another_customer")
+        return _Plan(profile, save=recorded == profile)
+    if not wanted:
+        return _Plan(None)
     customer_id = methods.customer_id(account.id)
     if customer_id is None:
         try:
@@ -181,20 +207,29 @@ def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> st
                 account.number, idempotency_key=customer_idempotency_key(account.number)
             )
         except (ProcessorUnavailable, OutcomeUnknown, ProcessorRejected) as exc:
-            # No customer: the payment goes on unsaved (item 14 of issue 8).
             ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
-            return None
+            return _Plan(None)
         customer_id = methods.set_customer_id(account.id, created)
-    info = gateway.attach_method(customer_id, attempt.method.processor_id)
+    return _Plan(customer_id, save=True)
+
+
+def _kept(ctx: Ctx, gateway: PaymentGateway, plan: _Plan, outcome: Outcome) -> Outcome:
+    """After a payment that saved its method at the processor, put the method on file
+    (from the processor's answer; asked for it when the answer did not describe it)."""
+    if not plan.save or not isinstance(outcome, ChargeResult):
+        return outcome
+    info = outcome.method
     try:
-        methods.add(
-            account.id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
+        if info is None:
+            info = gateway.describe_method(ctx.call.data["method"]["processor_id"])
+        ctx.uow.methods.add(
+            ctx.account().id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
         )
-    except MethodNotStored as exc:  # on file already, or no room: the payment goes on
+    except (MethodNotStored, PaymentError) as exc:  # the payment stands either way
         ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
     else:
         ctx.event("method_saved", kind=info.kind)
-    return customer_id
+    return outcome
 
 
 def _code(exc: PaymentError) -> str:
