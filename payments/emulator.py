@@ -57,6 +57,7 @@ def _localstripe_app() -> web.Application:
     resources.store.dump_to_disk = _no_disk_write
     _accept_allowed_payment_method_types(resources.PaymentIntent)
     _list_payment_intents_by_customer_and_created(resources.PaymentIntent)
+    _confirm_setup_intents_on_creation(resources.SetupIntent)
 
     stock: web.Application = server.app
     app = web.Application(middlewares=[m for m in stock.middlewares if m is not server.save_store_middleware])
@@ -137,6 +138,37 @@ def _list_payment_intents_by_customer_and_created(intent_class: Any) -> None:
 
     api_list_all._securepay_shim = True  # type: ignore[attr-defined]
     intent_class._api_list_all = staticmethod(api_list_all)
+
+
+def _confirm_setup_intents_on_creation(setup_class: Any) -> None:
+    """Teach localstripe to create and confirm a SetupIntent in one request, as Stripe
+    does with ``payment_method`` and ``confirm=true``, and to attach the method to the
+    customer when it succeeds (https://docs.stripe.com/api/setup_intents/create).
+    ``allowed_payment_method_types`` and ``mandate_data`` are dropped: localstripe has
+    no bank accounts and no mandates (tests script those answers)."""
+    if getattr(setup_class._api_create, "_securepay_shim", False):
+        return
+    create = setup_class._api_create  # a bound classmethod
+
+    def api_create(**data: Any) -> Any:
+        from localstripe.resources import PaymentMethod
+
+        data.pop("allowed_payment_method_types", None)
+        data.pop("mandate_data", None)
+        payment_method = data.pop("payment_method", None)
+        confirm = str(data.pop("confirm", "false")).lower() == "true"
+        setup = create(**data)
+        if payment_method is not None and confirm:
+            setup_class._api_confirm(setup.id, payment_method=payment_method)
+            if setup.status == "succeeded" and setup.customer:
+                PaymentMethod._api_retrieve(payment_method).customer = setup.customer
+        elif payment_method is not None:
+            setup.payment_method = payment_method
+            setup.status = "requires_confirmation"
+        return setup
+
+    api_create._securepay_shim = True  # type: ignore[attr-defined]
+    setup_class._api_create = staticmethod(api_create)
 
 
 def _awaitable(handler: Any) -> Any:

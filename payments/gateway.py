@@ -46,6 +46,7 @@ class MethodInfo:
     last4: str
     exp_month: int | None  # None for bank accounts
     exp_year: int | None
+    mandate_id: str | None = None  # a bank account's debit authorization (mandate_...)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,28 @@ class RefundResult:
     processor_id: str  # re_...
     status: str  # the processor's word: pending, succeeded, failed, canceled, ...
     amount_cents: int
+
+
+@dataclass(frozen=True)
+class MandateAcceptance:
+    """How the member authorized debits from a bank account (Stripe's
+    ``mandate_data.customer_acceptance``): online, from a browser (its address and user
+    agent), or offline (a signed form, a recorded call) when neither is given."""
+
+    accepted_at: datetime
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.accepted_at.tzinfo is None:
+            raise ValueError("accepted_at must be an aware datetime")
+        if (self.ip_address is None) != (self.user_agent is None):
+            raise ValueError("an online acceptance has both an IP address and a user agent")
+
+
+def setup_idempotency_key(account_number: str, payment_method_id: str) -> str:
+    """One SetupIntent per method saved on an account, however often it is retried."""
+    return f"seti-{account_number}-{payment_method_id}"
 
 
 def customer_idempotency_key(account_number: str) -> str:
@@ -154,6 +177,20 @@ class PaymentGateway(Protocol):
     def attach_method(self, customer_id: str, payment_method_id: str) -> MethodInfo:
         """Save a method on the customer (the member chose to keep it, or the portal
         posted it). May raise ``CardDeclined``: processors check a card when saving it."""
+        ...
+
+    def setup_method(
+        self,
+        customer_id: str,
+        payment_method_id: str,
+        *,
+        idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        """Save a method on the customer the way the processor wants it saved for later
+        payments (a SetupIntent, https://docs.stripe.com/payments/setup-intents): checked,
+        attached, and for a bank account with ``acceptance``, its mandate recorded
+        (``MethodInfo.mandate_id``). Raises as ``attach_method``."""
         ...
 
     def detach_method(self, payment_method_id: str) -> None: ...

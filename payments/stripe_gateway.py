@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -25,6 +26,8 @@ from stripe.params import (
     PaymentIntentCreateParams,
     PaymentIntentListParams,
     RefundCreateParams,
+    SetupIntentCreateParams,
+    SetupIntentCreateParamsMandateDataCustomerAcceptance,
 )
 
 from payments.deadline import remaining_seconds
@@ -39,6 +42,7 @@ from payments.gateway import (
     ChargeResult,
     InvalidPaymentMethod,
     LookupIncomplete,
+    MandateAcceptance,
     MethodInfo,
     OutcomeUnknown,
     PaymentError,
@@ -379,6 +383,17 @@ def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
     return str(metadata[ATTEMPT_METADATA_KEY])
 
 
+def _acceptance(acceptance: MandateAcceptance) -> SetupIntentCreateParamsMandateDataCustomerAcceptance:
+    accepted: SetupIntentCreateParamsMandateDataCustomerAcceptance = {
+        "type": "offline",
+        "accepted_at": int(acceptance.accepted_at.timestamp()),
+    }
+    if acceptance.ip_address is not None and acceptance.user_agent is not None:
+        accepted["type"] = "online"
+        accepted["online"] = {"ip_address": acceptance.ip_address, "user_agent": acceptance.user_agent}
+    return accepted
+
+
 def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     """Stripe refuses more than 50 keys, a key over 40 characters (or holding square
     brackets), a value over 500 (https://docs.stripe.com/metadata): refused here first,
@@ -423,6 +438,41 @@ class StripeGateway:
         with translated_errors("write", method_not_found=True):
             pm = self._client.v1.payment_methods.attach(payment_method_id, {"customer": customer_id})
         return method_info(pm)
+
+    def setup_method(
+        self,
+        customer_id: str,
+        payment_method_id: str,
+        *,
+        idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        params: SetupIntentCreateParams = {
+            "customer": customer_id,
+            "payment_method": payment_method_id,
+            "confirm": True,
+            "usage": "off_session",
+            "allowed_payment_method_types": list(CHARGEABLE_TYPES),
+            "expand": ["payment_method"],
+        }
+        if acceptance is not None:
+            params["mandate_data"] = {"customer_acceptance": _acceptance(acceptance)}
+        with translated_errors("write", method_not_found=True):
+            setup = self._client.v1.setup_intents.create(
+                params, options={"idempotency_key": _checked_key(idempotency_key)}
+            )
+        status = setup.status
+        if status == "requires_action":
+            raise ActionRequired(processor_id=setup.id)
+        if status != "succeeded":
+            error = getattr(setup, "last_setup_error", None)
+            code = getattr(error, "decline_code", None) or getattr(error, "code", None) if error else None
+            raise CardDeclined(code or str(status), processor_id=setup.id)
+        pm = setup.payment_method
+        info = method_info(pm if isinstance(pm, stripe.PaymentMethod) else self._retrieve_method(str(pm)))
+        mandate = getattr(setup, "mandate", None)
+        mandate_id = mandate if isinstance(mandate, str) or mandate is None else mandate.id
+        return replace(info, mandate_id=mandate_id) if info.kind == "bank" else info
 
     def detach_method(self, payment_method_id: str) -> None:
         with translated_errors("write", method_not_found=True):

@@ -11,6 +11,7 @@ from typing import Literal
 
 from payments.gateway import (
     ChargeResult,
+    MandateAcceptance,
     MethodInfo,
     OutcomeUnknown,
     PaymentGateway,
@@ -78,6 +79,14 @@ class FaultyGateway:
 
     def attach_method(self, customer_id: str, payment_method_id: str) -> MethodInfo:
         return self.real.attach_method(customer_id, payment_method_id)
+
+    def setup_method(
+        self, customer_id: str, payment_method_id: str, *, idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        return self.real.setup_method(
+            customer_id, payment_method_id, idempotency_key=idempotency_key, acceptance=acceptance
+        )
 
     def detach_method(self, payment_method_id: str) -> None:
         self.real.detach_method(payment_method_id)

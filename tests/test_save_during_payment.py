@@ -16,20 +16,27 @@ localstripe directly, as Twilio's connector does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import stripe
 from flask import Flask
 
-from ivr.services import EXTENSION_KEY
+from db.stored_methods import SqlStoredMethods
+from ivr.flows.ports import AccountSummary
+from ivr.portal.wallet import save_method
+from ivr.services import EXTENSION_KEY, current_services
 from ivr.softphone import CallTranscript, FlaskTransport, Paid, Softphone
 from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+from payments.card_tokenizer import tokenize_card
 from payments.emulator import LocalStripe
+from payments.gateway import MandateAcceptance, MethodInfo
 from payments.stripe_gateway import StripeGateway, build_stripe_client
 from tests.conftest import TEST_ENV
 from tests.ledger_checks import VISA, books, processor_charges
 from tests.members import PIN, Member, add_members
-from tests.stripe_error_server import Seen, StripeErrorServer, stripe_error_server
+from tests.stripe_error_server import Scripted, Seen, StripeErrorServer, intent_in, stripe_error_server
 from tests.stripe_fixtures import TEST_API_KEY
 from tests.twiml_checks import CheckingTransport
 
@@ -148,3 +155,101 @@ def test_a_profile_id_unlike_the_accounts_customer_is_charged_but_not_filed(
     assert [m.id for m in books(app).methods] == [first.id]  # a card on another customer: not filed
     assert not _attaches(recorder)
     assert len(processor_charges(stripe_client)) == 2
+
+
+# -- the portal saves through a SetupIntent; a bank account and its mandate ------------------
+# https://docs.stripe.com/payments/setup-intents, https://docs.stripe.com/payments/ach-direct-debit
+
+
+def _setup_intent(status: str, payment_method: dict[str, Any], mandate: str | None) -> Scripted:
+    return Scripted(200, {
+        "id": "seti_errsrv1", "object": "setup_intent", "status": status, "customer": "cus_bank",
+        "mandate": mandate, "payment_method": payment_method, "usage": "off_session",
+        "last_setup_error": None,
+    }, saved=True)
+
+
+BANK_PM = {
+    "id": "pm_bank1", "object": "payment_method", "type": "us_bank_account", "customer": "cus_bank",
+    "us_bank_account": {"bank_name": "STRIPE TEST BANK", "last4": "6789", "account_type": "checking"},
+}
+
+
+def _account(app: Flask) -> AccountSummary:
+    with app.app_context(), current_services().unit_of_work() as uow:
+        account = uow.accounts.by_number("10004821")
+    assert account is not None
+    return account
+
+
+def test_the_portal_saves_a_card_through_a_setup_intent_not_a_bare_attach(
+    app: Flask, recorder: StripeErrorServer, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    pm = tokenize_card(stripe_client, number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
+    with app.app_context():
+        services = current_services()
+        assert services.gateway is not None
+        saved = save_method(services, services.gateway, _account(app), pm.processor_id, created_via="portal")
+
+    (setup,) = recorder.requests_to("POST", "/v1/setup_intents")
+    assert setup.form["payment_method"] == [pm.processor_id] and setup.form["confirm"] == ["true"]
+    assert setup.form["usage"] == ["off_session"]
+    assert "mandate_data[customer_acceptance][type]" not in setup.form
+    assert not _attaches(recorder)
+    customer = stripe_client.v1.payment_methods.retrieve(pm.processor_id).customer
+    assert customer is not None and setup.form["customer"] == [customer]
+    assert saved.method.mandate_id is None and saved.method.kind == "card"
+
+
+def test_a_bank_account_saved_with_its_mandate_is_offered_and_debited_under_it(
+    app: Flask, recorder: StripeErrorServer, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    with app.app_context(), current_services().unit_of_work() as uow:
+        SqlStoredMethods(uow.session).set_customer_id(_account(app).id, "cus_bank")
+        uow.commit()
+    recorder.script("POST", "/v1/setup_intents", _setup_intent("succeeded", BANK_PM, "mandate_1"))
+    acceptance = MandateAcceptance(datetime(2026, 12, 1, 8, 0, tzinfo=UTC), "203.0.113.9", "Mozilla/5.0")
+    with app.app_context():
+        services = current_services()
+        assert services.gateway is not None
+        saved = save_method(
+            services, services.gateway, _account(app), "pm_bank1", created_via="portal", acceptance=acceptance
+        )
+    (setup,) = recorder.requests_to("POST", "/v1/setup_intents")
+    assert setup.form["mandate_data[customer_acceptance][type]"] == ["online"]
+    assert setup.form["mandate_data[customer_acceptance][online][ip_address]"] == ["203.0.113.9"]
+    accepted_at = str(int(acceptance.accepted_at.timestamp()))
+    assert setup.form["mandate_data[customer_acceptance][accepted_at]"] == [accepted_at]
+    assert (saved.method.kind, saved.method.last4, saved.method.mandate_id) == ("bank", "6789", "mandate_1")
+
+    recorder.script("POST", "/v1/payment_intents", intent_in("processing"))
+    call = _phone(app, stripe_client).call(CALLER, [*TO_MENU, "2", "10#", "1", "1"])
+    assert "ending in 6 7 8 9, press 1." in call.said_text()
+    form = _charge_request(recorder)
+    assert form["mandate"] == ["mandate_1"] and form["customer"] == ["cus_bank"]
+    assert form["payment_method"] == ["pm_bank1"]
+    assert [a.status for a in books(app).attempts] == ["processing"]
+
+
+def test_a_bank_account_without_a_mandate_is_not_offered_by_phone(
+    app: Flask, recorder: StripeErrorServer, stripe_client: stripe.StripeClient
+) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    with app.app_context(), current_services().unit_of_work() as uow:
+        SqlStoredMethods(uow.session).add(
+            _account(app).id, MethodInfo("pm_bank2", "bank", "STRIPE TEST BANK", "6789", None, None),
+            created_via="portal", now=datetime(2026, 11, 1, tzinfo=UTC),
+        )
+        uow.commit()
+
+    call = _phone(app, stripe_client).call(CALLER, [*TO_MENU, "2", "10#", "2", "1"])
+
+    text = call.said_text()
+    assert "6 7 8 9" not in text
+    assert "To save this card for future payments, press 1." in text  # straight to a new card
+    assert len(processor_charges(stripe_client)) == 1
+    with app.app_context(), current_services().unit_of_work() as uow:  # still on file for the portal
+        on_file = SqlStoredMethods(uow.session).for_account(_account(app).id)
+    assert [m.processor_id for m in on_file] == ["pm_bank2"]

@@ -25,6 +25,7 @@ from stripe import params as sp
 
 from payments.card_tokenizer import tokenize_card
 from payments.emulator import LocalStripe
+from payments.gateway import MandateAcceptance
 from payments.stripe_gateway import StripeGateway, build_stripe_client
 from tests.stripe_error_server import Seen, StripeErrorServer, stripe_error_server
 from tests.stripe_fixtures import TEST_API_KEY
@@ -200,6 +201,10 @@ def test_every_request_of_the_adapter_is_one_stripe_python_types(recorder: Strip
     saved = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
     gateway.attach_method(customer, card.processor_id)
     gateway.describe_method(card.processor_id)
+    online = MandateAcceptance(datetime(2026, 12, 1, tzinfo=UTC), "203.0.113.9", "Mozilla/5.0")
+    for n, acceptance in enumerate([None, online, MandateAcceptance(datetime(2026, 12, 1, tzinfo=UTC))]):
+        kept = tokenize_card(client, number="4242424242424242", exp_month=12, exp_year=2031, cvc="123")
+        gateway.setup_method(customer, kept.processor_id, idempotency_key=f"seti-{n}", acceptance=acceptance)
     since = datetime.now(UTC)
     common: dict[str, Any] = {"amount_cents": 12345, "currency": "usd", "metadata": {"call_sid": "CA1"}}
     unsaved = gateway.charge(payment_method_id=saved.processor_id, customer_id=None,
@@ -222,6 +227,7 @@ def test_every_request_of_the_adapter_is_one_stripe_python_types(recorder: Strip
 
     routes = {route_of(seen) for seen in recorder.seen}
     assert {sp.PaymentIntentCreateParams, sp.PaymentIntentListParams, sp.PaymentIntentSearchParams} <= routes
+    assert sp.SetupIntentCreateParams in routes
     check_all(recorder)
 
 

@@ -105,6 +105,7 @@ class _Plan:
 
     customer_id: str | None
     save: bool = False
+    mandate_id: str | None = None  # a stored bank account's debit authorization
 
 
 def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed: bool) -> Outcome:
@@ -139,6 +140,7 @@ def _send_charge(gateway: PaymentGateway, attempt: AttemptView, plan: _Plan) -> 
             idempotency_key=attempt.id,
             metadata={"attempt_id": attempt.id, "call_sid": attempt.call_sid},
             save_for_future=plan.save,
+            mandate_id=plan.mandate_id,
         )
     except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
         return Declined(_code(exc))
@@ -185,7 +187,9 @@ def _plan(ctx: Ctx, gateway: PaymentGateway) -> _Plan:
     methods = ctx.uow.methods
     account = ctx.account()
     if method.get("stored"):
-        return _Plan(methods.customer_id(account.id))
+        on_file = [m for m in methods.for_account(account.id) if m.processor_id == method["processor_id"]]
+        mandate = on_file[0].mandate_id if on_file else None
+        return _Plan(methods.customer_id(account.id), mandate_id=mandate)
     wanted = bool(ctx.call.data.get("save_card"))
     if wanted and len(methods.for_account(account.id)) >= MAX_STORED_METHODS:
         ctx.event("method_not_saved", success=False, reason="TooManyMethods")

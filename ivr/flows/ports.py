@@ -247,6 +247,9 @@ class MethodOnFile(Protocol):
     @property
     def last4(self) -> str: ...
 
+    @property
+    def mandate_id(self) -> str | None: ...
+
 
 class StoredMethods(Protocol):
     def for_account(self, account_id: int) -> Sequence[MethodOnFile]: ...
