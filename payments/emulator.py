@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import inspect
+import secrets
 import socket
+import string
 import threading
 from types import TracebackType
 from typing import Any
@@ -58,6 +60,7 @@ def _localstripe_app() -> web.Application:
     _accept_allowed_payment_method_types(resources.PaymentIntent)
     _list_payment_intents_by_customer_and_created(resources.PaymentIntent)
     _confirm_setup_intents_on_creation(resources.SetupIntent)
+    resources.random_id = _random_id
 
     stock: web.Application = server.app
     app = web.Application(middlewares=[m for m in stock.middlewares if m is not server.save_store_middleware])
@@ -138,6 +141,14 @@ def _list_payment_intents_by_customer_and_created(intent_class: Any) -> None:
 
     api_list_all._securepay_shim = True  # type: ignore[attr-defined]
     intent_class._api_list_all = staticmethod(api_list_all)
+
+
+def _random_id(length: int) -> str:
+    """Object ids from the system's randomness. localstripe draws them from the ``random``
+    module, which a test tool may seed (hypothesis does, per example): two objects then
+    get one id and the second is refused with a 409 Stripe would never send."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def _confirm_setup_intents_on_creation(setup_class: Any) -> None:
