@@ -6,8 +6,14 @@ tests); where the emulator differs, the difference is tolerated here and named.
 Transport failures are sorted by whether the request can have reached the processor.
 The library wraps every network failure into one ``APIConnectionError`` (retrying some),
 so ``build_stripe_client`` installs an HTTP client that notes, per request, whether any
-attempt got past opening the connection. A charge or refund is ``ProcessorUnavailable``
-only when no attempt did; otherwise ``OutcomeUnknown``, the safe answer.
+attempt got past opening the connection or got any HTTP answer. A charge or refund is
+``ProcessorUnavailable`` only when no attempt did; otherwise ``OutcomeUnknown``, the safe
+answer. A 5xx or an ``idempotency_error`` to a write is ``OutcomeUnknown`` too: Stripe
+saves the first answer under a key once execution began and replays it, 500s included
+(https://docs.stripe.com/api/idempotent_requests).
+
+The same HTTP client keeps every try, retry pause and timeout inside the deadline of the
+webhook step it serves (``payments.deadline``), and sends nothing once it has passed.
 """
 
 from __future__ import annotations
