@@ -37,6 +37,7 @@ def _attempt(row: PaymentAttempt) -> AttemptView:
         status=cast(AttemptStatus, row.status),
         processor_id=row.processor_id,
         method=MethodRef(row.method_processor_id, row.method_brand, row.method_last4),
+        opened_at=row.created_at,
     )
 
 

@@ -200,6 +200,8 @@ class PaymentMethod(Base):
     exp_year: Mapped[int | None] = mapped_column(Integer)
     created_via: Mapped[str] = mapped_column(String(6))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A bank account's debit authorization at the processor (mandate_...); None for a card.
+    mandate_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class PaymentAttempt(Base):

@@ -47,6 +47,13 @@ class StoredMethod:
     exp_year: int | None
     created_via: MethodCreatedVia
     created_at: datetime
+    mandate_id: str | None = None
+
+    @property
+    def offered_by_phone(self) -> bool:
+        """A card, or a bank account with its mandate: a debit without one would be
+        refused (or disputed), so the IVR does not offer it."""
+        return self.kind != "bank" or self.mandate_id is not None
 
 
 class MethodAlreadyStored(MethodNotStored):
@@ -77,6 +84,7 @@ def _stored(row: PaymentMethod) -> StoredMethod:
         exp_year=row.exp_year,
         created_via=cast(MethodCreatedVia, row.created_via),
         created_at=row.created_at,
+        mandate_id=row.mandate_id,
     )
 
 
@@ -86,8 +94,12 @@ class SqlStoredMethods:
     Nothing is committed here: the caller's unit of work does that.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, by_phone: bool = False) -> None:
+        """``by_phone``: the IVR's view, where ``for_account`` leaves out what cannot be
+        charged by phone (a bank account without its mandate). Counting and adding see
+        every method either way."""
         self._session = session
+        self._by_phone = by_phone
 
     # -- methods -----------------------------------------------------------------------
 
@@ -98,7 +110,8 @@ class SqlStoredMethods:
             .where(PaymentMethod.account_id == account_id)
             .order_by(PaymentMethod.created_at, PaymentMethod.id)
         )
-        return [_stored(row) for row in rows]
+        methods = [_stored(row) for row in rows]
+        return [m for m in methods if m.offered_by_phone] if self._by_phone else methods
 
     def get(self, account_id: int, method_id: int) -> StoredMethod | None:
         """The method ``method_id`` if it belongs to ``account_id``, else None."""
@@ -152,6 +165,7 @@ class SqlStoredMethods:
             exp_year=info.exp_year,
             created_via=created_via,
             created_at=now,
+            mandate_id=info.mandate_id,
         )
         try:
             with self._session.begin_nested():

@@ -36,7 +36,7 @@ class SqlUnitOfWork:
         self.calls = SqlCalls(self.session, clock)
         self.events = SqlEvents(self.session, process, os_user, host, clock)
         self.ledger = SqlLedger(self.session)
-        self.methods = SqlStoredMethods(self.session)
+        self.methods = SqlStoredMethods(self.session, by_phone=True)  # the IVR's view
 
     def commit(self) -> None:
         """Chain the trail events recorded so far and commit everything.

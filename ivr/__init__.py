@@ -102,8 +102,9 @@ def _trust_proxies(app: Flask, count: int) -> None:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
 
 
-# Twilio gives a webhook 15 s. A charge may take a try, one retry with the same key and a
-# lookup: 3 x 4 s leaves room for the rest of the step (docs/decisions/0003).
+# Each try's connect and read timeouts, and the library's retries (same key). What a
+# confirm step spends at the processor in all is bounded by its deadline instead
+# (ivr.flows.charge.CONFIRM_PROCESSOR_SECONDS, counted in docs/decisions/0003).
 PROCESSOR_TIMEOUT_SECONDS = 4
 PROCESSOR_RETRIES = 1
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.secrets import Secret, SecretSourceError, read_secret
 from ivr.voices import VoiceError, check_voice
+from payments.gateway import MAX_CHARGE_CENTS, MIN_CHARGE_CENTS
 
 
 class SettingsError(ValueError):
@@ -278,10 +279,22 @@ class Settings:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(f"SECUREPAY_TIMEZONE is not a known time zone: {zone_name!r}") from None
-        minimum = _cents("SECUREPAY_PAYMENT_MIN", text("SECUREPAY_PAYMENT_MIN") or "1.00")
-        maximum = _cents("SECUREPAY_PAYMENT_MAX", text("SECUREPAY_PAYMENT_MAX") or "5000.00")
+        minimum_raw = text("SECUREPAY_PAYMENT_MIN") or "1.00"
+        maximum_raw = text("SECUREPAY_PAYMENT_MAX") or "5000.00"
+        minimum = _cents("SECUREPAY_PAYMENT_MIN", minimum_raw)
+        maximum = _cents("SECUREPAY_PAYMENT_MAX", maximum_raw)
         if maximum < minimum:
             raise SettingsError("SECUREPAY_PAYMENT_MAX must not be below SECUREPAY_PAYMENT_MIN")
+        # What Stripe charges in USD at all (https://docs.stripe.com/currencies, minimum
+        # and maximum charge amounts): a limit outside it would offer a payment that fails.
+        if minimum < MIN_CHARGE_CENTS:
+            raise SettingsError(
+                f"SECUREPAY_PAYMENT_MIN must be at least 0.50 (Stripe's minimum), got {minimum_raw!r}"
+            )
+        if maximum > MAX_CHARGE_CENTS:
+            raise SettingsError(
+                f"SECUREPAY_PAYMENT_MAX must be at most 999999.99 (Stripe's maximum), got {maximum_raw!r}"
+            )
         member_services = text("SECUREPAY_MEMBER_SERVICES_NUMBER") or "+12025550100"
         if not re.fullmatch(r"\+?[0-9]{7,15}", member_services):
             raise SettingsError(

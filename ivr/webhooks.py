@@ -31,7 +31,8 @@ NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every 
 ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 # What a <Pay> callback may hand to the flow: never card digits (Twilio masks them). The
 # error fields say why a card was not collected (https://www.twilio.com/docs/voice/twiml/pay).
-PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate")
+# ``ProfileId``: the Stripe connector's customer for the method (issue 8, item 2), an id.
+PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate", "ProfileId")
 PAY_ERROR_FIELDS = ("PaymentError", "PayErrorCode", "ConnectorError")
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import inspect
+import secrets
 import socket
+import string
 import threading
 from types import TracebackType
 from typing import Any
@@ -56,6 +58,9 @@ def _localstripe_app() -> web.Application:
     # attribute shadows the class's method for those calls.
     resources.store.dump_to_disk = _no_disk_write
     _accept_allowed_payment_method_types(resources.PaymentIntent)
+    _list_payment_intents_by_customer_and_created(resources.PaymentIntent)
+    _confirm_setup_intents_on_creation(resources.SetupIntent)
+    resources.random_id = _random_id
 
     stock: web.Application = server.app
     app = web.Application(middlewares=[m for m in stock.middlewares if m is not server.save_store_middleware])
@@ -70,23 +75,111 @@ def _localstripe_app() -> web.Application:
 
 
 def _accept_allowed_payment_method_types(intent_class: Any) -> None:
-    """Teach localstripe one parameter of the API version stripe-python 16 speaks.
+    """Teach localstripe the PaymentIntent parameters of the API version stripe-python 16
+    speaks, which it predates and would refuse:
 
-    That version replaced ``payment_method_types`` on PaymentIntent creation with
-    ``allowed_payment_method_types`` (the old name is refused with a 400). localstripe
-    predates it and refuses unknown parameters; it ignores the method types anyway
-    (it charges whatever method it is given), so the parameter is dropped here.
+    - ``allowed_payment_method_types`` (which replaced ``payment_method_types``):
+      localstripe charges whatever method it is given, so it is dropped;
+    - ``setup_future_usage``: as Stripe does, the method is attached to the customer
+      when the payment succeeds (https://docs.stripe.com/payments/save-during-payment);
+    - ``error_on_requires_action``, ``mandate``: dropped; a card that needs 3-D Secure
+      is left in ``requires_action``, which the adapter treats as Stripe's error.
     """
     if getattr(intent_class._api_create, "_securepay_shim", False):
         return
     create = intent_class._api_create  # a bound classmethod
 
     def api_create(**data: Any) -> Any:
+        from localstripe.resources import PaymentMethod
+
         data.pop("allowed_payment_method_types", None)
-        return create(**data)
+        data.pop("error_on_requires_action", None)
+        data.pop("mandate", None)
+        future_usage = data.pop("setup_future_usage", None)
+        intent = create(**data)
+        if future_usage and intent.customer and intent.status in ("succeeded", "processing"):
+            PaymentMethod._api_retrieve(intent.payment_method).customer = intent.customer
+        return intent
 
     api_create._securepay_shim = True  # type: ignore[attr-defined]
     intent_class._api_create = staticmethod(api_create)
+
+
+def _list_payment_intents_by_customer_and_created(intent_class: Any) -> None:
+    """Teach localstripe the ``customer`` and ``created`` filters Stripe's list of
+    PaymentIntents takes (https://docs.stripe.com/api/payment_intents/list), which the
+    in-call lookup sends; localstripe refuses every list filter ("Unexpected customer").
+    Newest first, as Stripe lists."""
+    if getattr(intent_class._api_list_all, "_securepay_shim", False):
+        return
+    list_all = intent_class._api_list_all  # a bound classmethod
+
+    def api_list_all(url: str, customer: Any = None, created: Any = None, **kwargs: Any) -> Any:
+        bounds = created if isinstance(created, dict) else ({} if created is None else {"eq": created})
+        for name in bounds:
+            if name not in ("gt", "gte", "lt", "lte", "eq"):
+                from localstripe.errors import UserError
+
+                raise UserError(400, f"Unexpected created[{name}]")
+        found = list_all(url, **kwargs)
+
+        def kept(intent: Any) -> bool:
+            if customer is not None and intent.customer != customer:
+                return False
+            created_at = int(intent.created)
+            checks = {
+                "gt": lambda v: created_at > v, "gte": lambda v: created_at >= v,
+                "lt": lambda v: created_at < v, "lte": lambda v: created_at <= v,
+                "eq": lambda v: created_at == v,
+            }
+            return all(checks[name](int(value)) for name, value in bounds.items())
+
+        # Newest first; within one second, the later one first.
+        ordered = sorted(enumerate(i for i in found._list if kept(i)), key=lambda p: (p[1].created, p[0]))
+        found._list = [intent for _, intent in reversed(ordered)]
+        return found
+
+    api_list_all._securepay_shim = True  # type: ignore[attr-defined]
+    intent_class._api_list_all = staticmethod(api_list_all)
+
+
+def _random_id(length: int) -> str:
+    """Object ids from the system's randomness. localstripe draws them from the ``random``
+    module, which a test tool may seed (hypothesis does, per example): two objects then
+    get one id and the second is refused with a 409 Stripe would never send."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _confirm_setup_intents_on_creation(setup_class: Any) -> None:
+    """Teach localstripe to create and confirm a SetupIntent in one request, as Stripe
+    does with ``payment_method`` and ``confirm=true``, and to attach the method to the
+    customer when it succeeds (https://docs.stripe.com/api/setup_intents/create).
+    ``allowed_payment_method_types`` and ``mandate_data`` are dropped: localstripe has
+    no bank accounts and no mandates (tests script those answers)."""
+    if getattr(setup_class._api_create, "_securepay_shim", False):
+        return
+    create = setup_class._api_create  # a bound classmethod
+
+    def api_create(**data: Any) -> Any:
+        from localstripe.resources import PaymentMethod
+
+        data.pop("allowed_payment_method_types", None)
+        data.pop("mandate_data", None)
+        payment_method = data.pop("payment_method", None)
+        confirm = str(data.pop("confirm", "false")).lower() == "true"
+        setup = create(**data)
+        if payment_method is not None and confirm:
+            setup_class._api_confirm(setup.id, payment_method=payment_method)
+            if setup.status == "succeeded" and setup.customer:
+                PaymentMethod._api_retrieve(payment_method).customer = setup.customer
+        elif payment_method is not None:
+            setup.payment_method = payment_method
+            setup.status = "requires_confirmation"
+        return setup
+
+    api_create._securepay_shim = True  # type: ignore[attr-defined]
+    setup_class._api_create = staticmethod(api_create)
 
 
 def _awaitable(handler: Any) -> Any:

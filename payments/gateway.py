@@ -18,11 +18,21 @@ with the **same** key or by ``find_charge(key)``; never by charging with a new k
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 MethodKind = Literal["card", "bank"]
+
+# What Stripe charges in USD at all (https://docs.stripe.com/currencies, "Minimum and
+# maximum charge amounts"): 50 cents to 8 digits of cents.
+MIN_CHARGE_CENTS = 50
+MAX_CHARGE_CENTS = 99_999_999
+# Stripe's metadata limits (https://docs.stripe.com/metadata): 50 keys, key names of up
+# to 40 characters, values of up to 500 characters.
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY_LENGTH = 40
+METADATA_MAX_VALUE_LENGTH = 500
 ChargeStatus = Literal["succeeded", "processing"]
 
 
@@ -36,6 +46,7 @@ class MethodInfo:
     last4: str
     exp_month: int | None  # None for bank accounts
     exp_year: int | None
+    mandate_id: str | None = None  # a bank account's debit authorization (mandate_...)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class ChargeResult:
     processor_id: str  # pi_... (the PaymentIntent)
     charge_id: str | None  # ch_..., where the processor has made one
     amount_cents: int
+    # The method charged, when the processor's answer described it (for saving it).
+    method: MethodInfo | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,28 @@ class RefundResult:
     processor_id: str  # re_...
     status: str  # the processor's word: pending, succeeded, failed, canceled, ...
     amount_cents: int
+
+
+@dataclass(frozen=True)
+class MandateAcceptance:
+    """How the member authorized debits from a bank account (Stripe's
+    ``mandate_data.customer_acceptance``): online, from a browser (its address and user
+    agent), or offline (a signed form, a recorded call) when neither is given."""
+
+    accepted_at: datetime
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.accepted_at.tzinfo is None:
+            raise ValueError("accepted_at must be an aware datetime")
+        if (self.ip_address is None) != (self.user_agent is None):
+            raise ValueError("an online acceptance has both an IP address and a user agent")
+
+
+def setup_idempotency_key(account_number: str, payment_method_id: str) -> str:
+    """One SetupIntent per method saved on an account, however often it is retried."""
+    return f"seti-{account_number}-{payment_method_id}"
 
 
 def customer_idempotency_key(account_number: str) -> str:
@@ -103,11 +138,30 @@ class ProcessorUnavailable(PaymentError):
 
 
 class OutcomeUnknown(PaymentError):
-    """The request may have been processed (e.g. a read timeout after it was sent).
+    """The request may have been processed: a read timeout after it was sent, a 5xx or an
+    idempotency error on a write (Stripe saves a 500 once execution began and replays it;
+    the first request under a key may have charged).
 
     Resolve with ``find_charge(key)`` or by retrying with the SAME idempotency key;
     never charge again under a new key.
     """
+
+
+class PaymentUnsettled(OutcomeUnknown):
+    """The processor holds the payment but has not settled it either way: a PaymentIntent
+    waiting (``requires_payment_method`` without a payment error, ``requires_confirmation``)
+    or in a state we do not take. Not a decline and not a payment: the attempt stays
+    open for ``payments reconcile``."""
+
+    def __init__(self, status: str, *, processor_id: str | None = None) -> None:
+        self.status = status
+        self.processor_id = processor_id
+        super().__init__(f"payment {processor_id or '-'} is {status}, neither paid nor declined")
+
+
+class LookupIncomplete(PaymentError):
+    """A deep lookup could not look everywhere (the processor refused its search): the
+    payment was not found, which is not the same as "there is none"."""
 
 
 class ProcessorRejected(PaymentError):
@@ -125,6 +179,20 @@ class PaymentGateway(Protocol):
         posted it). May raise ``CardDeclined``: processors check a card when saving it."""
         ...
 
+    def setup_method(
+        self,
+        customer_id: str,
+        payment_method_id: str,
+        *,
+        idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        """Save a method on the customer the way the processor wants it saved for later
+        payments (a SetupIntent, https://docs.stripe.com/payments/setup-intents): checked,
+        attached, and for a bank account with ``acceptance``, its mandate recorded
+        (``MethodInfo.mandate_id``). Raises as ``attach_method``."""
+        ...
+
     def detach_method(self, payment_method_id: str) -> None: ...
 
     def describe_method(self, payment_method_id: str) -> MethodInfo: ...
@@ -138,18 +206,33 @@ class PaymentGateway(Protocol):
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
-        """Charge the method now, the member not present to authenticate (off-session).
+        """Charge the method now. The member cannot authenticate (no 3-D Secure by
+        phone): a payment that needs it fails with ``ActionRequired``.
 
         ``idempotency_key`` is the payment-attempt id; it is also stored on the payment
         as metadata ``attempt_id`` so ``find_charge`` can find it later.
+        ``save_for_future``: the member chose to keep the method; the processor saves it
+        on ``customer_id`` when the payment succeeds (no separate attach).
+        ``cardholder_present``: False for Auto Pay (an off-session charge).
+        ``mandate_id``: a bank account's debit authorization, where it has one.
         """
         ...
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
         """The outcome of the charge made under this key: its result, the exception
-        ``charge`` would have raised (``CardDeclined``, ``ActionRequired``), or ``None``
-        when the processor has no such payment (it never arrived: retry with the key)."""
+        ``charge`` would have raised (``CardDeclined``, ``ActionRequired``,
+        ``PaymentUnsettled``), or ``None`` when the processor has no such payment.
+
+        ``since`` (in a call: when the attempt was opened): one quick, strongly
+        consistent look at the payments made since then. Without it (reconcile): a deep
+        scan, then the processor's search; ``LookupIncomplete`` when the search is
+        refused after the scan found nothing."""
         ...
 
     def get_charge(self, processor_id: str) -> ChargeResult:

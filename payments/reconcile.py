@@ -9,7 +9,9 @@ Each attempt is looked up by its PaymentIntent id when we have one (``get_charge
 otherwise by its own id, the idempotency key the charge was made under
 (``find_charge``): that is how a ``pending`` or ``unknown`` attempt whose charge did
 reach the processor is found. The money state of each side is one of ``succeeded``,
-``processing`` and ``unpaid``; the processor may also have no such payment at all.
+``processing`` and ``unpaid``; the processor may also have no such payment at all, hold
+one it has not settled (``unsettled``), or be unable to search for it (``unsearched``):
+each of those is a reported line, never an aborted run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from payments.gateway import (
     ActionRequired,
     CardDeclined,
     ChargeResult,
+    LookupIncomplete,
     PaymentGateway,
+    PaymentUnsettled,
     ProcessorRejected,
 )
 
@@ -82,7 +86,7 @@ class ReconcileReport:
 class ProcessorView:
     """The processor's word on one attempt."""
 
-    state: str  # succeeded, processing, unpaid, absent
+    state: str  # succeeded, processing, unpaid, absent, unsettled (...), unsearched
     processor_id: str | None
     amount_cents: int | None
     text: str
@@ -101,6 +105,13 @@ def _unpaid(processor_id: str | None, why: str) -> ProcessorView:
 _ABSENT = ProcessorView("absent", None, None, "has no such payment")
 
 
+def _unsettled(exc: PaymentUnsettled) -> ProcessorView:
+    """A PaymentIntent neither paid nor declined (waiting, or a state we never ask for):
+    a line for a person to look at, whatever our side says."""
+    where = f" as {exc.processor_id}" if exc.processor_id else ""
+    return ProcessorView(f"unsettled ({exc.status})", exc.processor_id, None, f"{exc.status}{where}")
+
+
 def _find(gateway: PaymentGateway, line: AttemptLine) -> ProcessorView:
     """By the attempt id (the idempotency key), under the account's customer first; a
     charge of a card not saved on the customer has none, so then under any."""
@@ -112,6 +123,11 @@ def _find(gateway: PaymentGateway, line: AttemptLine) -> ProcessorView:
         return _unpaid(exc.processor_id, f"declined ({exc.code or 'no code'})")
     except ActionRequired as exc:
         return _unpaid(exc.processor_id, "needs authentication, not charged")
+    except PaymentUnsettled as exc:
+        return _unsettled(exc)
+    except LookupIncomplete:
+        # One refused search is one reported line, not an aborted run.
+        return ProcessorView("unsearched", None, None, "not found by listing, and its search was refused")
     except ProcessorRejected as exc:
         raise ReconcileAborted(f"the processor refused the lookup of {line.attempt_id}: {exc}") from exc
     return _ABSENT if found is None else ProcessorView.of_charge(found)
@@ -126,6 +142,8 @@ def _theirs(gateway: PaymentGateway, line: AttemptLine) -> ProcessorView:
         return _unpaid(line.processor_id, f"declined ({exc.code or 'no code'})")
     except ActionRequired:
         return _unpaid(line.processor_id, "needs authentication, not charged")
+    except PaymentUnsettled as exc:
+        return _unsettled(exc)
     except ProcessorRejected:
         # Most likely no such PaymentIntent: ask by the attempt's own key, which also
         # tells a refused key (raised) from a missing payment (absent).

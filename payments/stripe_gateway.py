@@ -6,8 +6,14 @@ tests); where the emulator differs, the difference is tolerated here and named.
 Transport failures are sorted by whether the request can have reached the processor.
 The library wraps every network failure into one ``APIConnectionError`` (retrying some),
 so ``build_stripe_client`` installs an HTTP client that notes, per request, whether any
-attempt got past opening the connection. A charge or refund is ``ProcessorUnavailable``
-only when no attempt did; otherwise ``OutcomeUnknown``, the safe answer.
+attempt got past opening the connection or got any HTTP answer. A charge or refund is
+``ProcessorUnavailable`` only when no attempt did; otherwise ``OutcomeUnknown``, the safe
+answer. A 5xx or an ``idempotency_error`` to a write is ``OutcomeUnknown`` too: Stripe
+saves the first answer under a key once execution began and replays it, 500s included
+(https://docs.stripe.com/api/idempotent_requests).
+
+The same HTTP client keeps every try, retry pause and timeout inside the deadline of the
+webhook step it serves (``payments.deadline``), and sends nothing once it has passed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -25,17 +32,28 @@ from stripe.params import (
     PaymentIntentCreateParams,
     PaymentIntentListParams,
     RefundCreateParams,
+    SetupIntentCreateParams,
+    SetupIntentCreateParamsMandateDataCustomerAcceptance,
 )
 
+from payments.deadline import remaining_seconds
 from payments.gateway import (
+    MAX_CHARGE_CENTS,
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_KEYS,
+    METADATA_MAX_VALUE_LENGTH,
+    MIN_CHARGE_CENTS,
     ActionRequired,
     Adjustment,
     CardDeclined,
     ChargeResult,
     InvalidPaymentMethod,
+    LookupIncomplete,
+    MandateAcceptance,
     MethodInfo,
     OutcomeUnknown,
     PaymentError,
+    PaymentUnsettled,
     ProcessorRejected,
     ProcessorUnavailable,
     RefundResult,
@@ -50,7 +68,12 @@ _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 _CURRENCY_PATTERN = re.compile(r"[a-z]{3}")
 # How many recent PaymentIntents find_charge scans before falling back to search.
 _SCAN_LIMIT = 500
+# The in-call lookup lists from the attempt's opening less this, for clock skew.
+_LOOKUP_MARGIN_SECONDS = 300
 _MAYBE_SENT = "securepay_maybe_sent"
+# Under a deadline: no try starts with less than this left, no retry with less than that.
+_TRY_FLOOR_SECONDS = 0.2
+_RETRY_FLOOR_SECONDS = 1.0
 
 
 # -- the client ------------------------------------------------------------------------
@@ -79,6 +102,40 @@ class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
             setattr(exc, _MAYBE_SENT, bool(self._thread_local.securepay_maybe_sent))
             raise
 
+    # -- the step's deadline (payments.deadline) -----------------------------------------
+
+    @property
+    def _timeout(self) -> Any:
+        """What ``requests`` is given for each try: the configured (connect, read)
+        timeouts, cut to what is left of the deadline."""
+        configured = self._configured_timeout
+        left = remaining_seconds()
+        if left is None:
+            return configured
+        connect, read = configured if isinstance(configured, tuple) else (configured, configured)
+        return (min(connect, left), min(read, left))
+
+    @_timeout.setter
+    def _timeout(self, value: Any) -> None:
+        self._configured_timeout = value
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        left = remaining_seconds()
+        if left is not None and left < _RETRY_FLOOR_SECONDS:
+            return False  # a retry could not finish in time; its pause alone is 0.5 s
+        return bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        pause = float(super()._sleep_time_seconds(num_retries))
+        left = remaining_seconds()
+        return pause if left is None else min(pause, max(0.0, left - _RETRY_FLOOR_SECONDS / 2))
+
     # The signature of stripe's own RequestsClient.request, which is not its base's.
     def request(  # type: ignore[override]
         self,
@@ -87,12 +144,22 @@ class _OutcomeTrackingHTTPClient(stripe.RequestsClient):
         headers: Mapping[str, str] | None,
         post_data: Any = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
+        left = remaining_seconds()
+        if left is not None and left < _TRY_FLOOR_SECONDS:
+            # Not sent at all: the caller learns "not reached", which it surely was not.
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                "the step's processor deadline has passed", should_retry=False
+            )
         try:
-            return super().request(method, url, headers, post_data)
+            answer = super().request(method, url, headers, post_data)
         except stripe.APIConnectionError as exc:
             if not _connection_never_opened(exc):
                 self._thread_local.securepay_maybe_sent = True
             raise
+        # Any HTTP answer means this try reached the server, even if a retry then
+        # cannot connect: a 500 it answered may have been executed.
+        self._thread_local.securepay_maybe_sent = True
+        return answer
 
 
 def _connection_never_opened(exc: BaseException) -> bool:
@@ -211,17 +278,27 @@ def translated_errors(effect: Effect, *, method_not_found: bool = False) -> Iter
         raise ProcessorUnavailable("the payment processor could not be reached") from exc
     except stripe.RateLimitError as exc:
         raise ProcessorUnavailable(f"the payment processor is rate limiting ({_error_detail(exc)})") from exc
+    except stripe.IdempotencyError as exc:
+        if effect == "write":
+            # The key was used before with other parameters: that first request may
+            # have been executed (https://docs.stripe.com/error-low-level#idempotency).
+            raise OutcomeUnknown(f"the key was used by another request ({_error_detail(exc)})") from exc
+        raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
     except stripe.InvalidRequestError as exc:
         if _is_payment_method_problem(exc, method_not_found):
             raise InvalidPaymentMethod(f"the payment method cannot be used ({_error_detail(exc)})") from exc
         raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
-    except (stripe.AuthenticationError, stripe.PermissionError, stripe.IdempotencyError) as exc:
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
         raise ProcessorRejected(f"the payment processor refused the request ({_error_detail(exc)})") from exc
     except stripe.APIError as exc:
         status = exc.http_status or 0
         if status == 409 and effect == "write":
             # Another request with this idempotency key is in flight.
             raise OutcomeUnknown(f"a request with this key is in progress ({_error_detail(exc)})") from exc
+        if status >= 500 and effect == "write":
+            # Stripe saves a 500 once execution began and replays it to every retry
+            # (https://docs.stripe.com/api/idempotent_requests): nothing is known.
+            raise OutcomeUnknown(f"the payment processor failed ({_error_detail(exc)})") from exc
         if status >= 500:
             raise ProcessorUnavailable(f"the payment processor failed ({_error_detail(exc)})") from exc
         if effect == "write":
@@ -279,20 +356,31 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeResult:
             processor_id=intent.id,
             charge_id=_charge_id(intent),
             amount_cents=intent.amount,
+            method=_expanded_method(intent),
         )
     if status == "requires_action":
         raise ActionRequired(processor_id=intent.id)
-    if status in ("requires_payment_method", "canceled"):
-        # Attribute access on a Stripe object raises for a field the answer lacks
-        # (localstripe omits ``decline_code``): getattr with a default.
-        error = getattr(intent, "last_payment_error", None)
-        code = (
-            (getattr(error, "decline_code", None) or getattr(error, "code", None))
-            if error is not None
-            else status
-        )
+    # Attribute access on a Stripe object raises for a field the answer lacks
+    # (localstripe omits ``decline_code``): getattr with a default.
+    error = getattr(intent, "last_payment_error", None)
+    if status == "canceled" or (status == "requires_payment_method" and error is not None):
+        code = (getattr(error, "decline_code", None) or getattr(error, "code", None)) if error else status
+        if code == "authentication_required":
+            raise ActionRequired(processor_id=intent.id)
         raise CardDeclined(code, processor_id=intent.id)
-    raise ProcessorRejected(f"payment {intent.id} is in an unexpected state: {status}")
+    # requires_payment_method without an error, requires_confirmation, requires_capture:
+    # nothing was declined and nothing was paid (https://docs.stripe.com/payments/paymentintents/lifecycle).
+    raise PaymentUnsettled(str(status), processor_id=intent.id)
+
+
+def _expanded_method(intent: stripe.PaymentIntent) -> MethodInfo | None:
+    pm = getattr(intent, "payment_method", None)
+    if not isinstance(pm, stripe.PaymentMethod):
+        return None  # an id only: not expanded
+    try:
+        return method_info(pm)
+    except InvalidPaymentMethod:
+        return None
 
 
 def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
@@ -300,6 +388,31 @@ def _attempt_of(intent: stripe.PaymentIntent) -> str | None:
     if metadata is None or ATTEMPT_METADATA_KEY not in metadata:
         return None
     return str(metadata[ATTEMPT_METADATA_KEY])
+
+
+def _acceptance(acceptance: MandateAcceptance) -> SetupIntentCreateParamsMandateDataCustomerAcceptance:
+    accepted: SetupIntentCreateParamsMandateDataCustomerAcceptance = {
+        "type": "offline",
+        "accepted_at": int(acceptance.accepted_at.timestamp()),
+    }
+    if acceptance.ip_address is not None and acceptance.user_agent is not None:
+        accepted["type"] = "online"
+        accepted["online"] = {"ip_address": acceptance.ip_address, "user_agent": acceptance.user_agent}
+    return accepted
+
+
+def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Stripe refuses more than 50 keys, a key over 40 characters (or holding square
+    brackets), a value over 500 (https://docs.stripe.com/metadata): refused here first,
+    with a message that names the key, never its value."""
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise ValueError(f"metadata holds at most {METADATA_MAX_KEYS} keys, not {len(metadata)}")
+    for name, value in metadata.items():
+        if not 0 < len(name) <= METADATA_MAX_KEY_LENGTH or "[" in name or "]" in name:
+            raise ValueError(f"a metadata key is 1-{METADATA_MAX_KEY_LENGTH} characters without brackets")
+        if len(value) > METADATA_MAX_VALUE_LENGTH:
+            raise ValueError(f"metadata {name!r} is longer than {METADATA_MAX_VALUE_LENGTH} characters")
+    return dict(metadata)
 
 
 def _checked_key(key: str) -> str:
@@ -321,7 +434,7 @@ class StripeGateway:
         return "<StripeGateway>"
 
     def create_customer(self, account_number: str, *, idempotency_key: str) -> str:
-        params: CustomerCreateParams = {"metadata": {"account_number": account_number}}
+        params: CustomerCreateParams = {"metadata": _checked_metadata({"account_number": account_number})}
         with translated_errors("write"):
             customer = self._client.v1.customers.create(
                 params, options={"idempotency_key": _checked_key(idempotency_key)}
@@ -332,6 +445,41 @@ class StripeGateway:
         with translated_errors("write", method_not_found=True):
             pm = self._client.v1.payment_methods.attach(payment_method_id, {"customer": customer_id})
         return method_info(pm)
+
+    def setup_method(
+        self,
+        customer_id: str,
+        payment_method_id: str,
+        *,
+        idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        params: SetupIntentCreateParams = {
+            "customer": customer_id,
+            "payment_method": payment_method_id,
+            "confirm": True,
+            "usage": "off_session",
+            "allowed_payment_method_types": list(CHARGEABLE_TYPES),
+            "expand": ["payment_method"],
+        }
+        if acceptance is not None:
+            params["mandate_data"] = {"customer_acceptance": _acceptance(acceptance)}
+        with translated_errors("write", method_not_found=True):
+            setup = self._client.v1.setup_intents.create(
+                params, options={"idempotency_key": _checked_key(idempotency_key)}
+            )
+        status = setup.status
+        if status == "requires_action":
+            raise ActionRequired(processor_id=setup.id)
+        if status != "succeeded":
+            error = getattr(setup, "last_setup_error", None)
+            code = getattr(error, "decline_code", None) or getattr(error, "code", None) if error else None
+            raise CardDeclined(code or str(status), processor_id=setup.id)
+        pm = setup.payment_method
+        info = method_info(pm if isinstance(pm, stripe.PaymentMethod) else self._retrieve_method(str(pm)))
+        mandate = getattr(setup, "mandate", None)
+        mandate_id = mandate if isinstance(mandate, str) or mandate is None else mandate.id
+        return replace(info, mandate_id=mandate_id) if info.kind == "bank" else info
 
     def detach_method(self, payment_method_id: str) -> None:
         with translated_errors("write", method_not_found=True):
@@ -349,9 +497,16 @@ class StripeGateway:
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
+        if save_for_future and customer_id is None:
+            raise ValueError("a method saved for future payments is saved on a customer")
         if type(amount_cents) is not int or amount_cents <= 0:
             raise ValueError("amount_cents must be a positive whole number of cents")
+        if not MIN_CHARGE_CENTS <= amount_cents <= MAX_CHARGE_CENTS:
+            raise ValueError(f"Stripe charges {MIN_CHARGE_CENTS} to {MAX_CHARGE_CENTS} cents")
         if not _CURRENCY_PATTERN.fullmatch(currency):
             raise ValueError("currency must be a lowercase ISO 4217 code, e.g. 'usd'")
         key = _checked_key(idempotency_key)
@@ -366,20 +521,38 @@ class StripeGateway:
             # ``payment_method_types``; dynamic payment methods would want a return_url.)
             "allowed_payment_method_types": list(CHARGEABLE_TYPES),
             "confirm": True,
-            "off_session": True,
-            "metadata": {**metadata, ATTEMPT_METADATA_KEY: key},
+            "metadata": _checked_metadata({**metadata, ATTEMPT_METADATA_KEY: key}),
+            # The card's details come back with the answer: saving it costs no call.
+            "expand": ["payment_method"],
         }
+        if cardholder_present:
+            # On the line but unable to authenticate (no 3-D Secure by phone): fail the
+            # attempt rather than leave it waiting for an action nobody can take.
+            params["error_on_requires_action"] = True
+        else:
+            params["off_session"] = True  # Auto Pay: the member is not there
         if customer_id is not None:
             params["customer"] = customer_id
+        if save_for_future:
+            # Saved during the payment (https://docs.stripe.com/payments/save-during-payment):
+            # Stripe attaches the method to the customer when the payment succeeds.
+            params["setup_future_usage"] = "off_session"
+        if mandate_id is not None:
+            params["mandate"] = mandate_id  # a bank debit's authorization
         with translated_errors("write", method_not_found=True):
             intent = self._client.v1.payment_intents.create(params, options={"idempotency_key": key})
         return _outcome(intent)
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
         key = _checked_key(idempotency_key)
-        intent = self._list_for_attempt(key, customer_id)
-        if intent is None:
-            intent = self._search_for_attempt(key)
+        if since is not None:
+            intent = self._recent_for_attempt(key, customer_id, since)
+        else:
+            intent = self._list_for_attempt(key, customer_id)
+            if intent is None:
+                intent = self._search_for_attempt(key)
         return None if intent is None else _outcome(intent)
 
     def get_charge(self, processor_id: str) -> ChargeResult:
@@ -441,40 +614,56 @@ class StripeGateway:
         with translated_errors("read", method_not_found=True):
             return self._client.v1.payment_methods.retrieve(payment_method_id)
 
-    def _list_for_attempt(self, key: str, customer_id: str | None) -> stripe.PaymentIntent | None:
-        """Scan recent PaymentIntents (listing is strongly consistent, search is not)."""
+    def _recent_for_attempt(
+        self, key: str, customer_id: str | None, since: datetime
+    ) -> stripe.PaymentIntent | None:
+        """One page of the PaymentIntents created since the attempt opened (less a margin
+        for clock skew), newest first, of the customer charged: listing is strongly
+        consistent, where search lags writes by up to a minute (an hour in outages), so
+        only a list can see a charge made seconds ago (https://docs.stripe.com/search)."""
+        params: PaymentIntentListParams = {
+            "limit": 100,
+            "created": {"gte": int(since.timestamp()) - _LOOKUP_MARGIN_SECONDS},
+        }
+        if customer_id is not None:
+            params["customer"] = customer_id
+        with translated_errors("read"):
+            page = self._client.v1.payment_intents.list(params)
+        for intent in page.data:
+            if _attempt_of(intent) == key and (customer_id is None or intent.customer == customer_id):
+                return intent
+        return None
 
-        def scan(params: PaymentIntentListParams) -> stripe.PaymentIntent | None:
+    def _list_for_attempt(self, key: str, customer_id: str | None) -> stripe.PaymentIntent | None:
+        """Scan recent PaymentIntents, page after page up to ``_SCAN_LIMIT`` (for
+        ``payments reconcile``, where time is not counted)."""
+        params: PaymentIntentListParams = {"limit": 100}
+        if customer_id is not None:
+            params["customer"] = customer_id
+        with translated_errors("read"):
             page = self._client.v1.payment_intents.list(params)
             for seen, intent in enumerate(page.auto_paging_iter()):
                 if seen >= _SCAN_LIMIT:
                     return None
                 if _attempt_of(intent) == key and (customer_id is None or intent.customer == customer_id):
                     return intent
-            return None
-
-        with translated_errors("read"):
-            if customer_id is None:
-                return scan({"limit": 100})
-            try:
-                return scan({"limit": 100, "customer": customer_id})
-            except stripe.InvalidRequestError as exc:
-                if exc.http_status != 400:
-                    raise
-                # localstripe lists PaymentIntents without filters only ("Unexpected
-                # customer"): list them all, the customer is matched above.
-                return scan({"limit": 100})
+        return None
 
     def _search_for_attempt(self, key: str) -> stripe.PaymentIntent | None:
         """Stripe's search finds older payments; it lags writes by up to a minute."""
         query = f"metadata['{ATTEMPT_METADATA_KEY}']:'{key}'"  # key checked: no quotes
-        with translated_errors("read"):
-            try:
-                found = self._client.v1.payment_intents.search({"query": query, "limit": 1})
-            except stripe.InvalidRequestError as exc:
-                if exc.http_status == 404:  # localstripe has no search endpoint
-                    return None
-                raise
+        try:
+            with translated_errors("read"):
+                try:
+                    found = self._client.v1.payment_intents.search({"query": query, "limit": 1})
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status == 404:  # localstripe has no search endpoint
+                        return None
+                    raise
+        except ProcessorRejected as exc:
+            # Search is not offered everywhere (https://docs.stripe.com/search): the scan
+            # found nothing, and that is all that can be said.
+            raise LookupIncomplete(f"the processor refused the search ({exc})") from exc
         return found.data[0] if found.data else None
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from payments.gateway import (
     ChargeResult,
+    MandateAcceptance,
     MethodInfo,
     OutcomeUnknown,
     PaymentGateway,
@@ -49,6 +51,9 @@ class FaultyGateway:
         customer_id: str | None,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        save_for_future: bool = False,
+        cardholder_present: bool = True,
+        mandate_id: str | None = None,
     ) -> ChargeResult:
         fault = self._next()
         if fault == "timeout_before_charge":
@@ -61,6 +66,7 @@ class FaultyGateway:
         result = self.real.charge(
             amount_cents=amount_cents, currency=currency, payment_method_id=payment_method_id,
             customer_id=customer_id, idempotency_key=idempotency_key, metadata=metadata,
+            save_for_future=save_for_future, cardholder_present=cardholder_present, mandate_id=mandate_id,
         )
         if fault == "timeout_after_charge":
             raise OutcomeUnknown("read timed out")
@@ -74,14 +80,24 @@ class FaultyGateway:
     def attach_method(self, customer_id: str, payment_method_id: str) -> MethodInfo:
         return self.real.attach_method(customer_id, payment_method_id)
 
+    def setup_method(
+        self, customer_id: str, payment_method_id: str, *, idempotency_key: str,
+        acceptance: MandateAcceptance | None = None,
+    ) -> MethodInfo:
+        return self.real.setup_method(
+            customer_id, payment_method_id, idempotency_key=idempotency_key, acceptance=acceptance
+        )
+
     def detach_method(self, payment_method_id: str) -> None:
         self.real.detach_method(payment_method_id)
 
     def describe_method(self, payment_method_id: str) -> MethodInfo:
         return self.real.describe_method(payment_method_id)
 
-    def find_charge(self, idempotency_key: str, *, customer_id: str | None) -> ChargeResult | None:
-        return self.real.find_charge(idempotency_key, customer_id=customer_id)
+    def find_charge(
+        self, idempotency_key: str, *, customer_id: str | None, since: datetime | None = None
+    ) -> ChargeResult | None:
+        return self.real.find_charge(idempotency_key, customer_id=customer_id, since=since)
 
     def get_charge(self, processor_id: str) -> ChargeResult:
         return self.real.get_charge(processor_id)

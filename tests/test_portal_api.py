@@ -701,3 +701,60 @@ def test_the_rest_of_the_app_keeps_its_own_error_pages(portal_app: Flask) -> Non
     response = portal_app.test_client().get("/no-such-page")
     assert response.status_code == 404
     assert response.mimetype == "text/html"
+
+
+# -- a bank account's mandate (issue 8, item 13; https://docs.stripe.com/payments/setup-intents)
+
+
+def test_a_bank_account_posted_with_its_mandate_is_saved_with_it(
+    portal_app: Flask, localstripe: LocalStripe
+) -> None:
+    from tests.stripe_error_server import Scripted, stripe_error_server
+
+    bank_pm = {
+        "id": "pm_bank1", "object": "payment_method", "type": "us_bank_account", "customer": None,
+        "us_bank_account": {"bank_name": "STRIPE TEST BANK", "last4": "6789"},
+    }
+    setup = Scripted(200, {
+        "id": "seti_1", "object": "setup_intent", "status": "succeeded", "mandate": "mandate_1",
+        "payment_method": bank_pm, "last_setup_error": None,
+    })
+    with stripe_error_server(localstripe.base_url) as server:
+        server.script("POST", "/v1/setup_intents", setup)
+        client = build_stripe_client(TEST_API_KEY, server.base_url, max_network_retries=0)
+        portal_app.extensions[EXTENSION_KEY].gateway = StripeGateway(client)
+        body = {
+            "payment_method": "pm_bank1",
+            "mandate": {
+                "accepted_at": 1764576000,
+                "online": {"ip_address": "203.0.113.9", "user_agent": "Mozilla/5.0"},
+            },
+        }
+        response = Api(portal_app).post(METHODS, body)
+        (sent,) = server.requests_to("POST", "/v1/setup_intents")
+
+    assert response.status_code == 201, response.json
+    assert response.json is not None and response.json["kind"] == "bank"
+    assert sent.form["mandate_data[customer_acceptance][type]"] == ["online"]
+    assert sent.form["mandate_data[customer_acceptance][accepted_at]"] == ["1764576000"]
+    with portal_app.app_context():
+        from db.stored_methods import SqlStoredMethods
+        from ivr.services import current_services
+
+        with current_services().unit_of_work() as uow:
+            account = uow.accounts.by_number(ACCOUNT)
+            assert account is not None
+            (method,) = SqlStoredMethods(uow.session).for_account(account.id)
+    assert method.mandate_id == "mandate_1"
+
+
+@pytest.mark.parametrize("mandate", [
+    {"online": {"ip_address": "203.0.113.9", "user_agent": "Mozilla/5.0"}},  # no accepted_at
+    {"accepted_at": "yesterday"},
+    {"accepted_at": 1764576000, "online": {"ip_address": "203.0.113.9"}},
+    {"accepted_at": 1764576000, "signed": True},
+])
+def test_a_malformed_mandate_is_400_and_nothing_is_saved(api: Api, mandate: dict[str, Any]) -> None:
+    response = api.post(METHODS, {"payment_method": "pm_x", "mandate": mandate})
+    assert response.status_code == 400 and response.json is not None
+    assert response.json["error"]["code"] == "invalid_body"

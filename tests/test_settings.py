@@ -33,6 +33,8 @@ def test_defaults_are_a_demo_utility() -> None:
     ({**BASE, "SECUREPAY_PAYMENT_MIN": "1.005"}, "SECUREPAY_PAYMENT_MIN"),
     ({**BASE, "SECUREPAY_PAYMENT_MAX": "lots"}, "SECUREPAY_PAYMENT_MAX"),
     ({**BASE, "SECUREPAY_PAYMENT_MIN": "50", "SECUREPAY_PAYMENT_MAX": "20"}, "SECUREPAY_PAYMENT_MAX"),
+    ({**BASE, "SECUREPAY_PAYMENT_MIN": "0.49"}, "SECUREPAY_PAYMENT_MIN"),  # Stripe's minimum: $0.50
+    ({**BASE, "SECUREPAY_PAYMENT_MAX": "1000000.00"}, "SECUREPAY_PAYMENT_MAX"),  # its maximum: $999,999.99
     ({**BASE, "SECUREPAY_TIMEZONE": "Mars/Olympus"}, "SECUREPAY_TIMEZONE"),
     ({**BASE, "SECUREPAY_BUSINESS_HOURS": "weekdays"}, "SECUREPAY_BUSINESS_HOURS"),
     ({**BASE, "SECUREPAY_PUBLIC_URL": "ivr.example.com"}, "SECUREPAY_PUBLIC_URL"),
@@ -56,8 +58,10 @@ def test_a_bad_setting_is_one_line_naming_the_variable(env: dict[str, str], vari
 
 
 def test_amount_limits_are_cents_without_floats() -> None:
-    settings = Settings.from_env({**BASE, "SECUREPAY_PAYMENT_MIN": "0.10", "SECUREPAY_PAYMENT_MAX": "19.99"})
-    assert (settings.payment_min_cents, settings.payment_max_cents) == (10, 1999)
+    settings = Settings.from_env({**BASE, "SECUREPAY_PAYMENT_MIN": "0.50", "SECUREPAY_PAYMENT_MAX": "19.99"})
+    assert (settings.payment_min_cents, settings.payment_max_cents) == (50, 1999)
+    widest = Settings.from_env({**BASE, "SECUREPAY_PAYMENT_MAX": "999999.99"})
+    assert widest.payment_max_cents == 99_999_999
 
 
 def test_business_hours_accept_ranges_and_lists() -> None:

@@ -147,10 +147,11 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     # (paid in full above) a card that fails Twilio's checks twice: try again is offered
     (CALLER, ["1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
     # (last: the PIN changes) Spanish, keyed, wrong PIN, forgot it, SSN, new PIN, another
-    # amount, card saved but declined at the charge, another method (the saved one is
-    # offered), back, transfer
+    # amount, card saved with the payment, back to the menu, another amount, a new card
+    # (the saved one is offered) declined at the charge, another method, back, transfer.
+    # (A card declined at the charge is not saved: Stripe saves it with the payment.)
     (STRANGER, ["2", "10004821#", "1111", "2", SSN, NEW_PIN, NEW_PIN, "2", "25*50#", "1", "1",
-                "1", "*", "0"], (DECLINES_AT_CHARGE,)),
+                "2", "2", "10#", "8", "2", "1", "1", "*", "0"], (VISA, DECLINES_AT_CHARGE)),
 ]
 
 

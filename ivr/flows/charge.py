@@ -19,6 +19,7 @@ from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase
 from ivr.flows.payment import MENU, to_methods
 from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
+from payments.deadline import processor_deadline
 from payments.gateway import (
     ActionRequired,
     CardDeclined,
@@ -27,11 +28,17 @@ from payments.gateway import (
     OutcomeUnknown,
     PaymentError,
     PaymentGateway,
+    PaymentUnsettled,
+    ProcessorRejected,
     ProcessorUnavailable,
     customer_idempotency_key,
 )
 
 CURRENCY = "usd"
+# The processor's share of a confirm step (Twilio waits 15 s for the answer), and the part
+# of it kept for the lookup after an unknown outcome: counted in docs/decisions/0003.
+CONFIRM_PROCESSOR_SECONDS = 10.0
+LOOKUP_RESERVE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class NotCharged:
 @dataclass(frozen=True)
 class Unknown:
     reason: str
+    processor_id: str | None = None
 
 
 Outcome = ChargeResult | Declined | NotCharged | Unknown
@@ -90,47 +98,75 @@ def charge_confirmed(ctx: Ctx) -> Go:
         return _after(ctx, attempt, _settled_outcome(attempt))
     if data.get("pay_full") and ctx.refresh_account().balance_cents != attempt.amount_cents:
         return _after(ctx, attempt, NotCharged("balance_changed"))
-    outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
+    with processor_deadline(CONFIRM_PROCESSOR_SECONDS):
+        outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
     return _after(ctx, attempt, outcome)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """With which processor customer the charge is made, and whether the processor is to
+    save the method on it (https://docs.stripe.com/payments/save-during-payment)."""
+
+    customer_id: str | None
+    save: bool = False
+    mandate_id: str | None = None  # a stored bank account's debit authorization
+
+
 def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed: bool) -> Outcome:
-    try:
-        customer_id = _customer_for(ctx, gateway, attempt)
-    except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
-        return Declined(_code(exc))
-    except (ProcessorUnavailable, OutcomeUnknown):
-        return NotCharged("save_failed")
-    if resumed:
-        found = _look_up(gateway, attempt, customer_id)
-        if not isinstance(found, Unknown) or found.reason != "not_found":
-            return found
+    """Customer, lookup of a resumed attempt and the charge share the step's deadline
+    less the time kept for the lookup after an unknown outcome."""
+    reserve = min(LOOKUP_RESERVE_SECONDS, CONFIRM_PROCESSOR_SECONDS / 3)
+    with processor_deadline(CONFIRM_PROCESSOR_SECONDS - reserve):
+        plan = _plan(ctx, gateway)
+        if resumed:
+            found = _look_up(gateway, attempt, plan.customer_id)
+            if not isinstance(found, Unknown) or found.reason != "not_found":
+                return _kept(ctx, gateway, plan, found)
+        try:
+            return _kept(ctx, gateway, plan, _send_charge(gateway, attempt, plan))
+        except OutcomeUnknown as exc:
+            unknown = exc
+    if isinstance(unknown, PaymentUnsettled):  # held by the processor, neither paid nor declined
+        return Unknown(unknown.status, processor_id=unknown.processor_id)
+    # A 5xx, an idempotency error, no answer after sending: look it up, in the time kept.
+    found = _look_up(gateway, attempt, plan.customer_id)
+    return Unknown("no_answer") if _not_found(found) else _kept(ctx, gateway, plan, found)
+
+
+def _send_charge(gateway: PaymentGateway, attempt: AttemptView, plan: _Plan) -> Outcome:
+    """The charge itself; raises only ``OutcomeUnknown`` (and ``PaymentUnsettled``)."""
     try:
         return gateway.charge(
             amount_cents=attempt.amount_cents,
             currency=CURRENCY,
             payment_method_id=attempt.method.processor_id,
-            customer_id=customer_id,
+            customer_id=plan.customer_id,
             idempotency_key=attempt.id,
             metadata={"attempt_id": attempt.id, "call_sid": attempt.call_sid},
+            save_for_future=plan.save,
+            mandate_id=plan.mandate_id,
         )
     except (CardDeclined, ActionRequired, InvalidPaymentMethod) as exc:
         return Declined(_code(exc))
     except ProcessorUnavailable:
-        found = _look_up(gateway, attempt, customer_id)
-        return NotCharged("processor_unavailable") if _not_found(found) else found
+        # No try of this request reached the processor (refused, rate limited, or the
+        # deadline came first), and a resumed attempt was looked up first: surely not
+        # charged. A lookup now would only fail the same way and say "unknown".
+        return NotCharged("processor_unavailable")
     except OutcomeUnknown:
-        found = _look_up(gateway, attempt, customer_id)
-        return Unknown("no_answer") if _not_found(found) else found
+        raise
     except PaymentError as exc:  # ProcessorRejected: our request was refused outright
         return NotCharged(type(exc).__name__)
 
 
 def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> Outcome:
     try:
-        found = gateway.find_charge(attempt.id, customer_id=customer_id)
+        found = gateway.find_charge(attempt.id, customer_id=customer_id, since=attempt.opened_at)
     except (CardDeclined, ActionRequired) as exc:
         return Declined(_code(exc))
+    except PaymentUnsettled as exc:
+        return Unknown(exc.status, processor_id=exc.processor_id)
     except PaymentError:
         return Unknown("lookup_failed")
     return found if found is not None else Unknown("not_found")
@@ -140,32 +176,69 @@ def _not_found(outcome: Outcome) -> bool:
     return isinstance(outcome, Unknown) and outcome.reason == "not_found"
 
 
-def _customer_for(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView) -> str | None:
-    """The processor customer to charge with: the account's for a stored method; for a
-    new card the caller chose to save, the card is attached to it first."""
+def _plan(ctx: Ctx, gateway: PaymentGateway) -> _Plan:
+    """The customer to charge with, and whether to save the method on it.
+
+    - A stored method: the account's customer.
+    - A new card ``<Pay>`` already put on a customer (Twilio's ``ProfileId``): that
+      customer, always (Stripe charges an attached method only with its customer). Saved
+      when the member asked and the account has no other customer: it becomes the
+      account's, rather than the card going on a second customer.
+    - A new card to save: the account's customer, made first if there is none. When
+      making it fails the payment goes on unsaved (issue 8, item 14).
+    - A new card not to save: no customer.
+    """
     method = ctx.call.data["method"]
     methods = ctx.uow.methods
     account = ctx.account()
     if method.get("stored"):
-        return methods.customer_id(account.id)
-    if not ctx.call.data.get("save_card"):
-        return None
+        on_file = [m for m in methods.for_account(account.id) if m.processor_id == method["processor_id"]]
+        mandate = on_file[0].mandate_id if on_file else None
+        return _Plan(methods.customer_id(account.id), mandate_id=mandate)
+    wanted = bool(ctx.call.data.get("save_card"))
+    if wanted and len(methods.for_account(account.id)) >= MAX_STORED_METHODS:
+        ctx.event("method_not_saved", success=False, reason="TooManyMethods")
+        wanted = False
+    profile = method.get("profile_id")
+    if isinstance(profile, str):
+        if not wanted:
+            return _Plan(profile)
+        recorded = methods.customer_id(account.id) or methods.set_customer_id(account.id, profile)
+        if recorded != profile:
+            ctx.event("method_not_saved", success=False, reason="card_on_another_customer")
+        return _Plan(profile, save=recorded == profile)
+    if not wanted:
+        return _Plan(None)
     customer_id = methods.customer_id(account.id)
     if customer_id is None:
-        created = gateway.create_customer(
-            account.number, idempotency_key=customer_idempotency_key(account.number)
-        )
+        try:
+            created = gateway.create_customer(
+                account.number, idempotency_key=customer_idempotency_key(account.number)
+            )
+        except (ProcessorUnavailable, OutcomeUnknown, ProcessorRejected) as exc:
+            ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
+            return _Plan(None)
         customer_id = methods.set_customer_id(account.id, created)
-    info = gateway.attach_method(customer_id, attempt.method.processor_id)
+    return _Plan(customer_id, save=True)
+
+
+def _kept(ctx: Ctx, gateway: PaymentGateway, plan: _Plan, outcome: Outcome) -> Outcome:
+    """After a payment that saved its method at the processor, put the method on file
+    (from the processor's answer; asked for it when the answer did not describe it)."""
+    if not plan.save or not isinstance(outcome, ChargeResult):
+        return outcome
+    info = outcome.method
     try:
-        methods.add(
-            account.id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
+        if info is None:
+            info = gateway.describe_method(ctx.call.data["method"]["processor_id"])
+        ctx.uow.methods.add(
+            ctx.account().id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
         )
-    except MethodNotStored as exc:  # on file already, or no room: the payment goes on
+    except (MethodNotStored, PaymentError) as exc:  # the payment stands either way
         ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
     else:
         ctx.event("method_saved", kind=info.kind)
-    return customer_id
+    return outcome
 
 
 def _code(exc: PaymentError) -> str:
@@ -216,7 +289,7 @@ def _after(ctx: Ctx, attempt: AttemptView, outcome: Outcome) -> Go:
         return Go("payment_declined")
     if isinstance(outcome, Unknown):
         if attempt.status == "pending":
-            ledger.settle(attempt.id, status="unknown", now=now)
+            ledger.settle(attempt.id, status="unknown", processor_id=outcome.processor_id, now=now)
         ctx.event("payment_outcome_unknown", success=False, reason=outcome.reason)
         return Go("payment_unknown", outcome="payment-unknown")
     if attempt.status == "pending":

@@ -20,6 +20,7 @@ from ivr.flows.ports import MAX_STORED_METHODS
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
 
 PM_ID = re.compile(r"pm_[A-Za-z0-9_]{1,60}")
+CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9_]{1,60}")
 MENU = "account_menu"
 METHOD_STATES = ("choose_method", "save_card")
 
@@ -237,6 +238,11 @@ def _card_collected(ctx: Ctx, result: str) -> Go:
             "kind": "card",
             "stored": False,
         }
+        # With the Stripe connector Twilio may also post ``ProfileId``: the customer the
+        # method was put on (not card data). Charged with it, saved on it (issue 8, item 2).
+        profile = payload.get("ProfileId", "")
+        if CUSTOMER_ID.fullmatch(profile):
+            ctx.call.data["method"]["profile_id"] = profile
         ctx.event("card_tokenized", brand=ctx.call.data["method"]["brand"])
         return to_confirm(ctx)
     # Twilio's reasons hold no card data; they show a wrong connector, language or card type.

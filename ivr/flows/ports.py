@@ -181,6 +181,7 @@ class AttemptView:
     status: AttemptStatus
     processor_id: str | None
     method: MethodRef
+    opened_at: datetime | None = None  # when the row was written, before the processor heard
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,9 @@ class MethodOnFile(Protocol):
 
     @property
     def exp_year(self) -> int | None: ...
+
+    @property
+    def mandate_id(self) -> str | None: ...
 
 
 class StoredMethods(Protocol):

@@ -19,6 +19,10 @@ def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
+# Printable ASCII, not blank (the mandate's browser details).
+_PRINTABLE = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$"
+
+
 def _schema(name: str) -> dict[str, str]:
     return _ref("schemas", name)
 
@@ -131,9 +135,11 @@ _DOCUMENT: dict[str, Any] = {
                 "tags": ["payment methods"],
                 "summary": "Save a processor payment method on the account",
                 "description": (
-                    "Attaches the PaymentMethod to the account's processor customer (created "
-                    "on first use) and stores its brand, last four and expiry. Idempotent: "
-                    "a method already on file for this account answers 200."
+                    "Saves the PaymentMethod on the account's processor customer (created "
+                    "on first use) through a SetupIntent and stores its brand, last four and "
+                    "expiry. For a bank account, `mandate` says how the member authorized "
+                    "debits; a bank account saved without it is not offered by phone. "
+                    "Idempotent: a method already on file for this account answers 200."
                 ),
                 "requestBody": {
                     "required": True,
@@ -317,7 +323,29 @@ _DOCUMENT: dict[str, Any] = {
                         "type": "string",
                         "pattern": "^pm_[A-Za-z0-9_]{1,61}$",
                         "description": "A PaymentMethod id from the processor (Stripe.js).",
-                    }
+                    },
+                    "mandate": {
+                        "type": "object",
+                        "required": ["accepted_at"],
+                        "additionalProperties": False,
+                        "description": "A bank account's debit authorization, as the member gave it.",
+                        "properties": {
+                            "accepted_at": {
+                                "type": "integer", "minimum": 0, "maximum": 32503680000,
+                                "description": "When the member accepted, in Unix seconds.",
+                            },
+                            "online": {
+                                "type": "object",
+                                "required": ["ip_address", "user_agent"],
+                                "additionalProperties": False,
+                                "description": "Accepted in a browser; without it, accepted offline.",
+                                "properties": {
+                                    "ip_address": {"type": "string", "maxLength": 500, "pattern": _PRINTABLE},
+                                    "user_agent": {"type": "string", "maxLength": 500, "pattern": _PRINTABLE},
+                                },
+                            },
+                        },
+                    },
                 },
             },
             "Phone": {

@@ -18,7 +18,7 @@ from db.repositories import AccountNotFound
 from db.stored_methods import SqlStoredMethods, StoredMethod, TooManyMethods
 from ivr.flows.ports import AccountSummary
 from ivr.portal import auth, errors, rate_limit, wallet
-from ivr.portal.bodies import string_fields
+from ivr.portal.bodies import payment_method_body, string_fields
 from ivr.portal.errors import ApiError
 from ivr.portal.openapi import document
 from ivr.services import current_services
@@ -142,7 +142,7 @@ def list_payment_methods(account: str) -> Response:
 
 @bp.post("/accounts/<account>/payment-methods")
 def add_payment_method(account: str) -> tuple[Response, int]:
-    payment_method = string_fields("payment_method")["payment_method"]
+    payment_method, acceptance = payment_method_body()
     if not PAYMENT_METHOD_ID.fullmatch(payment_method):
         raise ApiError(
             400,
@@ -152,7 +152,9 @@ def add_payment_method(account: str) -> tuple[Response, int]:
     found = _account(account)
     gateway = _gateway()
     try:
-        saved = wallet.save_method(current_services(), gateway, found, payment_method, created_via="portal")
+        saved = wallet.save_method(
+            current_services(), gateway, found, payment_method, created_via="portal", acceptance=acceptance
+        )
     except wallet.MethodOnAnotherAccount:
         raise ApiError(
             409, "payment_method_in_use", "this payment method is on file for another account"

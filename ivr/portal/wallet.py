@@ -27,9 +27,11 @@ from ivr.flows.ports import MAX_STORED_METHODS, AccountSummary
 from ivr.services import Services
 from payments.gateway import (
     InvalidPaymentMethod,
+    MandateAcceptance,
     PaymentError,
     PaymentGateway,
     customer_idempotency_key,
+    setup_idempotency_key,
 )
 
 __all__ = [
@@ -63,8 +65,12 @@ def save_method(
     payment_method_id: str,
     *,
     created_via: MethodCreatedVia,
+    acceptance: MandateAcceptance | None = None,
 ) -> Saved:
-    """Attach ``payment_method_id`` to the account's customer and put it on file.
+    """Save ``payment_method_id`` on the account's customer and put it on file.
+
+    ``acceptance``: how the member authorized debits, for a bank account; without it a
+    bank account is kept without a mandate, and the IVR does not offer it.
 
     Idempotent: a method already on file for the account is returned as it is, without
     calling the processor. Raises ``MethodOnAnotherAccount``, ``TooManyMethods``, and
@@ -85,7 +91,14 @@ def save_method(
     if customer_id is None:
         customer_id = _create_customer(services, gateway, account)
 
-    info = gateway.attach_method(customer_id, payment_method_id)
+    # A SetupIntent rather than a bare attach: Stripe checks the method for later use
+    # and records a bank account's mandate (https://docs.stripe.com/payments/setup-intents).
+    info = gateway.setup_method(
+        customer_id,
+        payment_method_id,
+        idempotency_key=setup_idempotency_key(account.number, payment_method_id),
+        acceptance=acceptance,
+    )
     try:
         with services.unit_of_work() as uow:
             stored = SqlStoredMethods(uow.session).add(

@@ -361,12 +361,16 @@ class TwilioPayEmulator:
         tokenize: Tokenizer = tokenize_card,
         today: Callable[[], date] = _today,
         falls_through: bool = False,
+        connector_customer: bool = False,
     ) -> None:
         self._falls_through = falls_through
         self._client = client
         self._cards = cards
         self._tokenize = tokenize
         self._today = today
+        # A connector configured to make a Stripe customer for each card: the method is
+        # attached to it, and ``ProfileId`` names it (Twilio's <Pay> documentation).
+        self._connector_customer = connector_customer
 
     def __repr__(self) -> str:
         return f"<TwilioPayEmulator cards={self._cards!r}>"
@@ -401,11 +405,19 @@ class TwilioPayEmulator:
                     "PaymentError": "the payment processor failed",
                     "ConnectorError": f"{type(exc).__name__}: {exc}",
                 }
-            return self._success(entry, valid, method, request)
+            answer = self._success(entry, valid, method, request)
+            if self._connector_customer:
+                answer["ProfileId"] = self._customer_for(method.processor_id)
+            return answer
         failed = {**self._ended("too-many-failed-attempts", request), "PaymentError": error or ""}
         if self._falls_through:
             raise PayFellThrough(failed)
         return failed
+
+    def _customer_for(self, payment_method_id: str) -> str:
+        customer = self._client.v1.customers.create({"description": "made by the <Pay> connector"})
+        self._client.v1.payment_methods.attach(payment_method_id, {"customer": customer.id})
+        return customer.id
 
     def _tokenized(self, card: Card, valid: _Valid, request: PayRequest) -> MethodInfo:
         postal = card.postal_code if request.asks_postal_code else None

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_posting_batches"
-down_revision: str | None = "0004"  # re-chained by the integrator at merge
+down_revision: str | None = "0004_mandates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
