@@ -256,10 +256,10 @@ def test_an_intent_with_a_payment_error_is_still_a_decline(errors: StripeErrorSe
 # -- the whole call: a 500 on the charge must never lead to a second charge ---------------
 
 CALLER = "+12025550143"
-CONFIRM_STEP = 7
-PAID = b"has been received"
+CONFIRM_STEP = 6
+PAID = b"Paid, thank you."
 NOT_CHARGED = b"You have not been charged."
-UNKNOWN = b"We were unable to confirm your payment right now. Please do not pay again"
+UNKNOWN = b"We could not confirm your payment. Do not pay again"
 
 
 def _through(app: Flask, server: StripeErrorServer, retries: int = 1) -> None:
@@ -273,9 +273,10 @@ def _at_confirm(app: Flask, localstripe: LocalStripe, *, save: bool = False) -> 
     unless ``save``)."""
     call = RawCall(app, CALLER)
     assert call.start().status_code == 200
-    for n, digits in enumerate(["1", "1", PIN, "1", "1" if save else "2"], start=1):
+    # language, PIN (the one account Call Capture found), full balance, save or not
+    for n, digits in enumerate(["1", PIN, "1", "1" if save else "2"], start=1):
         assert call.step(n, digits).status_code == 200
-    response = call.pay(6, _pm(localstripe))
+    response = call.pay(5, _pm(localstripe))
     assert b"You are about to pay" in response.data, response.data
     return call
 
@@ -320,7 +321,7 @@ def test_a_charge_that_never_reached_stripe_is_not_charged_and_the_menu_comes_ba
 
     response = call.step(CONFIRM_STEP, "1")
 
-    assert b"We could not process your payment right now. You have not been charged." in response.data
+    assert b"We could not process your payment. You have not been charged." in response.data
     assert b"<Hangup" not in response.data and b"<Gather" in response.data  # the menu
     (attempt,) = books(app).attempts
     assert attempt.status == "failed"
