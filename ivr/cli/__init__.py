@@ -14,6 +14,7 @@ from flask.cli import ScriptInfo
 from db.cli import db_group, import_group
 from ivr import create_app
 from ivr.cli.audit import audit_group
+from ivr.cli.autopay import autopay_group
 from ivr.cli.call import call_command
 from ivr.cli.calls import calls_group
 from ivr.cli.demo import demo_command
@@ -50,6 +51,7 @@ def serve(host: str, port: int) -> None:
 
 
 main.add_command(audit_group)
+main.add_command(autopay_group)
 main.add_command(db_group)
 main.add_command(import_group)
 main.add_command(pin_group)
