@@ -168,6 +168,15 @@ class SqlAutopay:
         )
         return [_draft(row) for row in rows]
 
+    def count_changes(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Changes made in ``[start, end)`` by action: enrolled, method_changed, ..."""
+        counts: dict[str, int] = {}
+        for action in self._session.scalars(
+            select(AutopayChange.action).where(AutopayChange.at >= start, AutopayChange.at < end)
+        ):
+            counts[action] = counts.get(action, 0) + 1
+        return counts
+
     def count_live(self) -> dict[str, int]:
         """How many agreements are active and suspended (for ``calls stats``)."""
         counts = {"active": 0, "suspended": 0}

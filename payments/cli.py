@@ -65,7 +65,7 @@ def _row(line: PaymentLine, window: DayWindow) -> dict[str, str]:
         "processor_id": line.processor_id,
         "method_brand": line.method_brand,
         "method_last4": line.method_last4,
-        "channel": "ivr",
+        "channel": line.channel,
         "status": line.status,
     }
 
@@ -80,7 +80,7 @@ def export_command(since: str | None, until: str | None, fmt: str) -> None:
 
     Columns: taken_at (ISO 8601, UTC), local_date (the utility's zone), account_number,
     amount (dollars, e.g. 123.45), confirmation, processor_id, method_brand,
-    method_last4, channel, status.
+    method_last4, channel (ivr, or autopay for an Auto Pay draft), status.
     """
     services = current_services()
     window = day_window(services, since, until)
