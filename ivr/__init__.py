@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.pinhash import Argon2PinHasher
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
+    from payments.autopay_notices import build_autopay_notices
     from payments.receipts import build_receipt_dispatcher
 
     if settings is None:
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         flow_config=FlowConfig.from_settings(settings),
         gateway=_gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
+        autopay_notices=build_autopay_notices(settings, sessions, clock),
     ).init_app(app)
 
     app.register_blueprint(webhooks.bp)

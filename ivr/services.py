@@ -18,6 +18,7 @@ from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.prompts import Catalog
 from ivr.settings import Settings
+from payments.autopay_notices import AutopayNotices
 from payments.gateway import PaymentGateway
 
 EXTENSION_KEY = "securepay"
@@ -43,6 +44,7 @@ class Services:
     flow_config: FlowConfig
     gateway: PaymentGateway | None = None  # None without STRIPE_API_KEY: payments are off
     notifier: Notifier = field(default_factory=NoNotifier)
+    autopay_notices: AutopayNotices | None = None  # Auto Pay's written notices (issue 10)
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:

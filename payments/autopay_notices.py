@@ -12,6 +12,9 @@ method only (SECURITY 19b).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Account, AutopayNotice
@@ -165,6 +169,40 @@ class AutopayNotices:
         self._sessions = sessions
         self._sender = sender
         self._clock = clock
+        self._lock = threading.Lock()
+        self._futures: set[Future[int]] = set()
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="securepay-autopay-notices")
+            if sender is not None
+            else None
+        )
+
+    def dispatch(self, notice_ids: list[int]) -> None:
+        """Send in the background, after the commit (a webhook or the portal must not
+        wait for SMTP); what is not sent stays pending for ``deliver_pending``."""
+        if self._executor is None or not notice_ids:
+            return
+        try:
+            future = self._executor.submit(self.deliver, list(notice_ids))
+        except RuntimeError:  # shut down: the notices stay pending
+            return
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[int]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every dispatched notice has been handled (tests, clean exit)."""
+        with self._lock:
+            pending = list(self._futures)
+        wait_for(pending, timeout=timeout)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     @property
     def enabled(self) -> bool:
@@ -172,7 +210,13 @@ class AutopayNotices:
 
     def deliver(self, notice_ids: list[int]) -> int:
         """Send these notices now; returns how many were sent. Never raises for SMTP."""
-        return sum(self._deliver_one(notice_id) for notice_id in notice_ids)
+        sent = 0
+        for notice_id in notice_ids:
+            try:
+                sent += self._deliver_one(notice_id)
+            except SQLAlchemyError as exc:  # logged: a background thread has no caller
+                log.error("autopay_notice_failed", notice_id=notice_id, error=type(exc).__name__)
+        return sent
 
     def deliver_pending(self, limit: int = 100) -> int:
         with self._sessions() as session:
