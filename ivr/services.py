@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.unit_of_work import SqlUnitOfWork
-from ivr.flows.context import Ctx, FlowConfig, NoNotifier, Notifier
+from ivr.flows.context import Ctx, FlowConfig, NoNotices, NoNotifier, Notifier
 from ivr.flows.engine import FlowEngine
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
@@ -67,6 +67,7 @@ class Services:
             config=self.flow_config,
             gateway=self.gateway,
             notifier=self.notifier,
+            notices=self.autopay_notices or NoNotices(),
         )
 
 

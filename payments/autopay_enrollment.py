@@ -11,35 +11,21 @@ the portal and staff, over the one store (``db.autopay``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.orm import Session
 
 from db.autopay import SqlAutopay
 from db.models import Account
-from db.stored_methods import StoredMethod
-from payments.autopay_notices import Wording, write_notice
-from payments.autopay_terms import TERMS_VERSION, Channel, EnrollmentView
+from db.stored_methods import SqlStoredMethods, StoredMethod
+from payments.autopay_notices import write_notice
+from payments.autopay_terms import TERMS_VERSION, Cancelled, Channel, Enrolled, EnrollmentView, Wording
 
-__all__ = ["Cancelled", "Enrolled", "TermsNotCurrent", "cancel", "enroll"]
+__all__ = ["SqlFlowAutopay", "TermsNotCurrent", "cancel", "enroll"]
 
 
 class TermsNotCurrent(ValueError):
     """The terms version agreed to is not the one in force."""
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    enrollment: EnrollmentView
-    change: str  # "enrolled", "method_changed", or "unchanged" (same method, already active)
-    notice_id: int | None
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    enrollment: EnrollmentView
-    notice_id: int | None
 
 
 def enroll(
@@ -93,3 +79,55 @@ def cancel(
     """End the live agreement (``db.autopay.NotEnrolled`` when there is none)."""
     ended = SqlAutopay(session).cancel(account_id, channel=channel, actor=actor, reason=reason, now=now)
     return Cancelled(ended, write_notice(session, "cancelled", ended, wording=wording, now=now))
+
+
+class SqlFlowAutopay:
+    """Implements ``ivr.flows.ports.AutopayStore``: what the phone asks of Auto Pay,
+    inside the step's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def live(self, account_id: int) -> EnrollmentView | None:
+        return SqlAutopay(self._session).live(account_id)
+
+    def enroll(
+        self,
+        account_id: int,
+        method_id: int,
+        *,
+        actor: str,
+        wording: Wording,
+        now: datetime,
+        recording_sid: str | None = None,
+    ) -> Enrolled:
+        method = SqlStoredMethods(self._session).get(account_id, method_id)
+        if method is None:
+            raise LookupError(f"no stored method {method_id} on account {account_id}")
+        return enroll(
+            self._session,
+            method,
+            channel="ivr",
+            actor=actor,
+            terms_version=TERMS_VERSION,
+            wording=wording,
+            now=now,
+            recording_sid=recording_sid,
+        )
+
+    def cancel(self, account_id: int, *, actor: str, wording: Wording, now: datetime) -> Cancelled:
+        return cancel(
+            self._session,
+            account_id,
+            channel="ivr",
+            actor=actor,
+            reason="cancelled by phone",
+            wording=wording,
+            now=now,
+        )
+
+    def take_untold_suspension(self, account_id: int, now: datetime) -> EnrollmentView | None:
+        return SqlAutopay(self._session).take_untold_suspension(account_id, now)
+
+    def drafted(self, account_id: int, due_date: date) -> bool:
+        return SqlAutopay(self._session).draft_for(account_id, due_date) is not None

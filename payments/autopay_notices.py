@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -30,7 +29,7 @@ from db.models import Account, AutopayNotice
 from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
-from payments.autopay_terms import EnrollmentView, method_words, written_terms
+from payments.autopay_terms import EnrollmentView, Wording, method_words, written_terms
 from payments.receipts import ReceiptNotSent, ReceiptSender, SmtpReceiptSender, mask_email
 
 if TYPE_CHECKING:
@@ -41,14 +40,6 @@ __all__ = ["AutopayNotices", "NoticeKind", "Wording", "build_autopay_notices", "
 log = structlog.get_logger()
 
 NoticeKind = Literal["enrolled", "method_changed", "cancelled", "suspended", "declined"]
-
-
-@dataclass(frozen=True)
-class Wording:
-    """What every notice names: the utility, its member services number."""
-
-    utility_name: str
-    member_services: str
 
 
 def _subject(kind: NoticeKind, lang: str, utility: str) -> str:

@@ -16,11 +16,14 @@ from ivr.flows.speech import say_date
 
 __all__ = [
     "TERMS_VERSION",
+    "Cancelled",
     "Channel",
     "ChangeView",
     "DraftView",
     "EnrollmentStatus",
+    "Enrolled",
     "EnrollmentView",
+    "Wording",
     "method_words",
     "written_terms",
 ]
@@ -78,6 +81,27 @@ class DraftView:
     attempt_id: str
     created_at: datetime
     completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Wording:
+    """What every notice names: the utility, its member services number."""
+
+    utility_name: str
+    member_services: str
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    enrollment: EnrollmentView
+    change: str  # "enrolled", "method_changed", or "unchanged" (same method, already active)
+    notice_id: int | None  # the written notice to send after the commit, if any
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    enrollment: EnrollmentView
+    notice_id: int | None
 
 
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover"}

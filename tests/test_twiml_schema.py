@@ -111,6 +111,12 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     (STRANGER, ["1", "10009999#", "0"], ()),
     # (paid in full above) a card that fails Twilio's checks twice: try again is offered
     (CALLER, ["1", "1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
+    # Auto Pay (issue 10): enroll with a new card, terms repeated, agreed, the current bill
+    # not paid now; then change to the stored card, agree; then cancel, keep, cancel
+    (SHARED, ["1", "1", PIN, "4", "1", "9", "1", "2", "4", "1", "1", "1", "4", "2", "2", "2", "1"],
+     (VISA,)),
+    # Auto Pay with a card that fails Twilio's checks twice: try again is offered
+    (SHARED, ["1", "2", PIN, "4", "1", "2"], ("4242424242424241 12/30 123",) * 2),
     # (last: the PIN changes) Spanish, keyed, wrong PIN, forgot it, SSN, new PIN, another
     # amount, card saved but declined at the charge, another method (the saved one is
     # offered), back, transfer

@@ -26,8 +26,9 @@ from db.autopay import NotEnrolled, SqlAutopay
 from ivr.cli.report_window import fail, parse_day
 from ivr.flows.amounts import format_cents
 from ivr.services import Services, current_services
+from payments import autopay_enrollment
 from payments.autopay import limits_from, run_drafts
-from payments.autopay_notices import build_autopay_notices, wording_from, write_notice
+from payments.autopay_notices import build_autopay_notices, wording_from
 from payments.autopay_terms import EnrollmentView
 from payments.receipts import build_receipt_dispatcher
 
@@ -217,14 +218,13 @@ def cancel_command(account: str, staff: str, reason: str) -> None:
         if summary is None:
             fail(f"no account {account}", 1)
         try:
-            ended = SqlAutopay(uow.session).cancel(
-                summary.id, channel="staff", actor=staff, reason=reason, now=now
+            done = autopay_enrollment.cancel(
+                uow.session, summary.id, channel="staff", actor=staff, reason=reason,
+                wording=wording_from(services.settings), now=now,
             )
         except NotEnrolled:
             fail(f"account ending {summary.number[-4:]} has no Auto Pay", 1)
-        notice = write_notice(
-            uow.session, "cancelled", ended, wording=wording_from(services.settings), now=now
-        )
+        ended, notice = done.enrollment, done.notice_id
         uow.events.record(
             "autopay_cancelled",
             account_id=summary.id,

@@ -28,6 +28,17 @@ class NoNotifier:
         return None
 
 
+class NoticeSender(Protocol):
+    def dispatch(self, notice_ids: list[int]) -> None:
+        """Send written notices (Auto Pay's) after the commit; never raises, never blocks."""
+        ...
+
+
+class NoNotices:
+    def dispatch(self, notice_ids: list[int]) -> None:
+        return None
+
+
 class CallMoved(Exception):
     """Another request moved the call on while this one was between transactions."""
 
@@ -89,6 +100,7 @@ class Ctx:
     config: FlowConfig
     gateway: PaymentGateway | None = None
     notifier: Notifier = field(default_factory=NoNotifier)
+    notices: NoticeSender = field(default_factory=NoNotices)
     payload: Mapping[str, str] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ivr.flows.autopay import suspension_notice
 from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase, speaks
 from ivr.flows.speech import say_amount, say_date, say_hours
@@ -16,12 +17,16 @@ from ivr.flows.speech import say_amount, say_date, say_hours
     "balance_zero",
     "balance_credit",
     "account_menu_options",
+    "autopay_suspended_method_removed",
+    "autopay_suspended_method_unusable",
+    "autopay_suspended_declines",
+    "autopay_suspended_notice",
 )
 def speak_account_menu(ctx: Ctx) -> list[Phrase]:
     account = ctx.account()
     lang = ctx.lang
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    phrases: list[Phrase] = []
+    phrases: list[Phrase] = suspension_notice(ctx)  # Auto Pay suspended: said once
     balance = account.balance_cents
     if balance > 0:
         key = "balance_overdue" if account.due_date < today else "balance_due"
