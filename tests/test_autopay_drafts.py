@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from db.models import AuditEvent, AutopayDraft
 from ivr.services import current_services
-from payments.gateway import OutcomeUnknown
+from payments.gateway import InvalidPaymentMethod, OutcomeUnknown
 from tests.autopay_setup import DUE, enroll, live, run, save_card
 from tests.faulty_gateway import WorkerCrashed
 from tests.ledger_checks import DECLINES_AT_CHARGE, books, processor_charges
@@ -263,3 +263,31 @@ def test_the_run_leaves_a_trail(app: Flask, stripe_client: stripe.StripeClient) 
     with app.app_context(), current_services().sessions() as session:
         events = list(session.scalars(select(AuditEvent.event).where(AuditEvent.actor == "autopay")))
     assert events == ["autopay_draft_opened", "autopay_draft_succeeded"]
+
+
+
+def test_a_method_detached_at_the_processor_suspends_auto_pay_at_once(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    # Stripe refuses a PaymentMethod no longer attached to the customer (a 400 naming the
+    # payment_method, which the adapter turns into InvalidPaymentMethod); localstripe
+    # charges it anyway, so the adapter's answer is played here.
+    account_id = enrolled(app, stripe_client)
+    services = app.extensions["securepay"]
+    real = services.gateway
+
+    class Detached:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def charge(self, **_kwargs: object) -> object:
+            raise InvalidPaymentMethod("the payment method cannot be used (detached)")
+
+    services.gateway = Detached()
+    report = run(app)
+    assert [line.result for line in report.lines] == ["declined"]
+    assert "Auto Pay suspended" in report.lines[0].reason
+    enrollment = live(app, account_id)
+    assert enrollment is not None
+    assert (enrollment.status, enrollment.status_reason) == ("suspended", "method_unusable")
+    assert not processor_charges(stripe_client)
