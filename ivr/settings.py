@@ -73,6 +73,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "off", "false", "no"):
+        return False
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be on or off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     pepper: bytes
@@ -104,7 +113,9 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
-    # Auto Pay (issue 10): declines in a row that suspend it; the most one run drafts.
+    # Auto Pay (issue 10): bank accounts by phone only with the agreement <Record>ed;
+    # declines in a row that suspend it; the most one run drafts.
+    autopay_record_consent: bool = False
     autopay_declines_to_suspend: int = 2
     autopay_run_cap_cents: int = 25_000_000
 
@@ -176,6 +187,7 @@ class Settings:
             smtp_host=text("SECUREPAY_SMTP_HOST"),
             smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
             receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",
+            autopay_record_consent=_flag(env, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
             autopay_declines_to_suspend=_int(env, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND", 2),
             autopay_run_cap_cents=_cents(
                 "SECUREPAY_AUTOPAY_RUN_CAP", text("SECUREPAY_AUTOPAY_RUN_CAP") or "250000.00"

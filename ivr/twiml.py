@@ -49,6 +49,18 @@ def render(reply: Reply) -> str:
             action=step_url(reply.step),
             method="POST",
         )
+    if reply.record is not None:
+        # Never during <Pay> (SECURITY 16a): its own step, after the terms were read.
+        url = step_url(reply.step)
+        response.record(
+            action=url,
+            method="POST",
+            max_length=reply.record.max_length_seconds,
+            timeout=reply.record.timeout_seconds,
+            finish_on_key="#",
+            play_beep=True,
+        )
+        response.redirect(url, method="POST")  # no audio: Twilio goes on here, no input
     if reply.dial is not None:
         response.dial(reply.dial.number)
     if reply.hangup or reply.dial is not None:

@@ -30,6 +30,8 @@ NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every 
 ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 # What a <Pay> callback may hand to the flow: never card digits (Twilio masks them).
 PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate")
+# What a <Record> callback hands to the flow: the recording's id and length (not its URL).
+RECORD_FIELDS = ("RecordingSid", "RecordingDuration")
 
 
 def _xml(body: str, status: int = 200) -> Response:
@@ -64,6 +66,8 @@ def _apology_text(language: str = "en") -> str:
 
 def _digits() -> str | None:
     form = request.form
+    if "RecordingSid" in form:  # a <Record> callback: the recording stands for the keys
+        return "recorded"
     if "Result" in form:  # a <Pay> callback: its outcome stands where keys would
         return form["Result"][:40]
     if "Digits" not in form:
@@ -73,7 +77,7 @@ def _digits() -> str | None:
 
 
 def _pay_payload() -> dict[str, str]:
-    return {name: request.form[name][:64] for name in PAY_FIELDS if name in request.form}
+    return {name: request.form[name][:64] for name in (*PAY_FIELDS, *RECORD_FIELDS) if name in request.form}
 
 
 def _run_after_commit(hooks: list[Callable[[], None]]) -> None:

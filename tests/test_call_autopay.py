@@ -189,3 +189,75 @@ def test_bank_accounts_are_pointed_to_the_portal_and_a_card_asked_for(
     assert "Bank accounts can be set up for Auto Pay in our online member portal." in text
     assert "6 7 8 9" not in text  # not offered by phone: its authorization is not recorded here
     assert "Please have the card you want to use for Auto Pay ready." in text
+
+
+def _bank_on_file(app: Flask, account_id: int) -> None:
+    """A bank account saved in the portal (no processor call is made by these calls)."""
+    from db.stored_methods import SqlStoredMethods
+    from payments.gateway import MethodInfo
+
+    with app.app_context():
+        services = current_services()
+        with services.unit_of_work() as uow:
+            SqlStoredMethods(uow.session).add(
+                account_id, MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None),
+                created_via="portal", now=services.clock.now(),
+            )
+            uow.commit()
+
+
+def test_with_record_consent_on_a_bank_account_is_enrolled_with_its_spoken_authorization(
+    app: Flask, phone: Softphone
+) -> None:
+    # Twilio <Record> posts RecordingSid, RecordingUrl, RecordingDuration and Digits to
+    # its action (https://www.twilio.com/docs/voice/twiml/record#attributes-action).
+    import dataclasses
+
+    services = app.extensions["securepay"]
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    (account_id,) = add_members(app, member(balance="0.00"))
+    _bank_on_file(app, account_id)
+    text = (call := phone.call(CALLER, [*EN, "4", "1", "1", "1"])).said_text()
+    assert "To use the bank account ending in 6 7 8 9 for Auto Pay, press 1." in text
+    assert "to debit this bank account for these payments. Your authorization will be recorded." in (
+        text
+    )
+    assert "after the tone please say your name and the words I agree, then press pound." in text
+    assert "Thank you. You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in text
+    record = next(e for e in call.exchanges if "<Record " in e.body).body
+    assert "<Pay" not in record and 'finishOnKey="#"' in record  # never during <Pay>
+    enrollment = live(app, account_id)
+    assert enrollment is not None and enrollment.method_kind == "bank"
+    assert enrollment.recording_sid is not None and enrollment.recording_sid.startswith("RE")
+    spanish = phone.call(CALLER, [*ES, "4", "2", "1"]).said_text()  # cancelled, in Spanish
+    assert "Está inscrito en el Pago Automático con la cuenta bancaria terminada en 6 7 8 9." in spanish
+    assert "El Pago Automático está cancelado." in spanish
+    assert live(app, account_id) is None
+
+
+def test_no_audio_or_a_forged_record_callback_enrolls_nothing(app: Flask) -> None:
+    import dataclasses
+
+    from tests.twilio_requests import RawCall, signed_post
+
+    services = app.extensions["securepay"]
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    (account_id,) = add_members(app, member(balance="0.00"))
+    _bank_on_file(app, account_id)
+    call = RawCall(app, CALLER)
+    call.start()
+    for n, digits in enumerate([*EN, "4", "1", "1", "1"], start=1):
+        assert call.step(n, digits).status_code == 200
+    silent = call.step(8, None)  # no audio: Twilio skips the action and follows the Redirect
+    assert b"after the tone please say your name" in silent.data and live(app, account_id) is None
+    forged = call.step(9, "#")  # keys alone are no recording
+    assert b"We did not hear your authorization." in forged.data and live(app, account_id) is None
+    sid = "RE" + "ab" * 16
+    params = {
+        **call.base, "CallStatus": "in-progress", "RecordingSid": sid, "RecordingDuration": "5",
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}", "Digits": "#",
+    }
+    done = signed_post(app, "/ivr/step?n=10", params)
+    assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
+    enrollment = live(app, account_id)
+    assert enrollment is not None and enrollment.recording_sid == sid

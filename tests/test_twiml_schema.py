@@ -8,6 +8,8 @@ state of the call flow answer only schema-valid TwiML.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import stripe
 import xmlschema
@@ -19,6 +21,7 @@ from ivr.flows.call_flow import CALL_FLOW
 from ivr.services import EXTENSION_KEY
 from ivr.softphone import FlaskTransport, Softphone
 from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+from payments.gateway import MethodInfo
 from tests.conftest import TEST_ENV
 from tests.faulty_gateway import FaultyGateway
 from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
@@ -145,8 +148,17 @@ def test_whole_calls_through_every_state_answer_only_valid_twiml(
 
     for caller, keys, cards in SCRIPTS:
         softphone(*cards).call(caller, keys)
-    # The processor times out before charging: the outcome is unknown, the call ends.
     services = app.extensions[EXTENSION_KEY]
+    # Auto Pay with a bank account, its spoken authorization taken by <Record>.
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    with app.app_context(), services.unit_of_work() as uow:
+        bank = MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None)
+        account = uow.accounts.by_number("10006666")
+        assert account is not None
+        uow.methods.add(account.id, bank, created_via="portal", now=services.clock.now())
+        uow.commit()
+    softphone().call(SHARED, ["1", "2", PIN, "4", "1", "1", "1"])
+    # The processor times out before charging: the outcome is unknown, the call ends.
     services.gateway = FaultyGateway(services.gateway, ["timeout_before_charge"])
     softphone(VISA).call(CALLER, ["1", "1", NEW_PIN, "2", "10#", "8", "2", "1"])
 

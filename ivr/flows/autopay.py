@@ -9,15 +9,19 @@ issued is not covered: after agreeing, the member hears so and may pay it at onc
 confirm step does). Enrolled: the method and the next draft; ``1`` change the method,
 ``2`` cancel (then ``1`` to confirm), ``*`` back.
 
-Bank accounts are not enrolled by phone: the card and bank networks want a recurring
-debit authorized by telephone recorded, and this line does not record; the member is
-pointed to the portal. A card is enrolled with the member's consent to keeping it on
+Bank accounts: the network's rules for a recurring debit authorized by telephone want
+the oral authorization recorded. With ``SECUREPAY_AUTOPAY_RECORD_CONSENT`` on, a bank
+account on file may be chosen, and after ``1`` the member's spoken agreement is taken by
+``<Record>`` (its own step, never during ``<Pay>``); the RecordingSid is kept with the
+enrollment. Off (the default), only cards are offered and the member is pointed to the
+portal for a bank account. A card is enrolled with the member's consent to keeping it on
 file for these charges, made later without the member on the line (Stripe's
 off-session use of a saved card). The written terms go out after the commit.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ivr.flows import charge
@@ -40,6 +44,8 @@ RETRY = "autopay_card_retry"
 TERMS = "autopay_terms"
 PAY_NOW = "autopay_pay_now"
 CANCEL = "autopay_cancel_confirm"
+RECORD = "autopay_record"
+RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 
 SUSPENDED = {
     "method_removed": "autopay_suspended_method_removed",
@@ -53,12 +59,18 @@ def _wording(ctx: Ctx) -> Wording:
 
 
 def _cards(ctx: Ctx) -> list[MethodOnFile]:
-    """The stored methods the phone may enroll: cards (bank accounts: the portal)."""
+    """The stored methods the phone may enroll: cards, and bank accounts when their
+    authorization is recorded (else: the portal)."""
     methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
+    if ctx.config.autopay_record_consent:
+        return list(methods)
     return [method for method in methods if method.kind == "card"]
 
 
 def _has_bank(ctx: Ctx) -> bool:
+    """A bank account on file that the phone may not enroll (pointed to the portal)."""
+    if ctx.config.autopay_record_consent:
+        return False
     return any(method.kind == "bank" for method in ctx.uow.methods.for_account(ctx.account().id))
 
 
@@ -231,7 +243,8 @@ retry_card = Action(_retry_card, (MENU, CARD))
 # --- the terms -------------------------------------------------------------------------------
 
 
-@speaks("autopay_terms", "autopay_terms_card", "autopay_terms_cancel", "autopay_terms_options")
+@speaks("autopay_terms", "autopay_terms_card", "autopay_terms_bank", "autopay_terms_cancel",
+        "autopay_terms_options")
 def speak_terms(ctx: Ctx) -> list[Phrase]:
     chosen: dict[str, Any] = ctx.call.data["autopay"]
     account = ctx.account()
@@ -245,19 +258,37 @@ def speak_terms(ctx: Ctx) -> list[Phrase]:
             "method": say_method(chosen["kind"], chosen["brand"], ctx.lang),
             "last4": say_digits(chosen["last4"]),
         }),
-        Phrase("autopay_terms_card", {"utility": utility}),
+        Phrase(f"autopay_terms_{'bank' if chosen['kind'] == 'bank' else 'card'}", {"utility": utility}),
         Phrase("autopay_terms_cancel", {"member_services": say_phone(ctx.config.member_services_number)}),
         Phrase("autopay_terms_options"),
     ]
 
 
 def _agree(ctx: Ctx, _digits: str) -> Go:
+    if ctx.call.data["autopay"]["kind"] == "bank":  # the authorization is recorded first
+        ctx.event("autopay_terms_agreed", kind="bank")
+        return Go(RECORD)
+    return _enroll(ctx, None)
+
+
+def _recorded(ctx: Ctx, _digits: str) -> Go:
+    """Twilio's ``<Record>`` callback: the spoken authorization, kept by its sid."""
+    sid = ctx.payload.get("RecordingSid", "")
+    duration = ctx.payload.get("RecordingDuration", "0")
+    if not RECORDING_SID.fullmatch(sid) or not duration.isdigit() or int(duration) < 1:
+        ctx.event("autopay_authorization_not_recorded", success=False)
+        return Go(RECORD, notice=Phrase("autopay_record_failed"), miss=True)
+    ctx.event("autopay_authorization_recorded", recording_sid=sid, seconds=int(duration))
+    return _enroll(ctx, sid)
+
+
+def _enroll(ctx: Ctx, recording_sid: str | None) -> Go:
     chosen: dict[str, Any] = ctx.call.data["autopay"]
     account = ctx.account()
     try:
         done = ctx.uow.autopay.enroll(
             account.id, int(chosen["method_id"]), actor=ctx.call.call_sid, wording=_wording(ctx),
-            now=ctx.clock.now(),
+            now=ctx.clock.now(), recording_sid=recording_sid,
         )
     except LookupError:  # the method was removed meanwhile (the portal)
         return Go(MENU, notice=Phrase("autopay_not_enrolled"))
@@ -293,7 +324,8 @@ def _offer_current_bill(ctx: Ctx, enrollment: EnrollmentView) -> bool:
     return True
 
 
-agree = Action(_agree, (PAY_NOW, MENU))
+agree = Action(_agree, (RECORD, PAY_NOW, MENU))
+recorded = Action(_recorded, (RECORD, PAY_NOW, MENU))
 
 
 def _decline(ctx: Ctx, _digits: str) -> Go:

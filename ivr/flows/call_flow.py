@@ -9,7 +9,20 @@ one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at 
 from __future__ import annotations
 
 from ivr.flows import autopay, charge, identify, payment, pin
-from ivr.flows.machine import ENTERED, PAY_RESULT, REPEAT, Entry, Flow, Menu, Pay, Say, State, said
+from ivr.flows.machine import (
+    ENTERED,
+    PAY_RESULT,
+    RECORDED,
+    REPEAT,
+    Entry,
+    Flow,
+    Menu,
+    Pay,
+    Record,
+    Say,
+    State,
+    said,
+)
 from ivr.flows.menu import member_services_from, speak_account_menu
 
 CALL_FLOW = Flow.define(
@@ -86,6 +99,8 @@ CALL_FLOW = Flow.define(
               on={"1": autopay.retry_card, "2": "account_menu", "9": REPEAT}, guard="verified"),
         State(autopay.TERMS, autopay.speak_terms, Menu(),
               on={"1": autopay.agree, "2": autopay.decline, "9": REPEAT}, guard="verified"),
+        State(autopay.RECORD, said("autopay_record_consent"), Record(),
+              on={RECORDED: autopay.recorded}, guard="verified"),
         State(autopay.PAY_NOW, autopay.speak_pay_now, Menu(),
               on={"1": autopay.pay_now, "2": "account_menu", "9": REPEAT}, guard="verified"),
         State(autopay.ENROLLED, autopay.speak_enrolled, Menu(),

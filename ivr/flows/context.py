@@ -67,6 +67,7 @@ class FlowConfig:
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
+    autopay_record_consent: bool = False  # bank accounts enrolled by phone, recorded
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -85,6 +86,7 @@ class FlowConfig:
             new_cards_per_call=settings.new_cards_per_call,
             declines_per_account_day=settings.declines_per_account_day,
             declines_per_caller_day=settings.declines_per_caller_day,
+            autopay_record_consent=settings.autopay_record_consent,
         )
 
 

@@ -16,6 +16,7 @@ from ivr.flows.machine import (
     ENTERED,
     MISS,
     PAY_RESULT,
+    RECORDED,
     REPEAT,
     Action,
     Entry,
@@ -24,10 +25,11 @@ from ivr.flows.machine import (
     Menu,
     Pay,
     Phrase,
+    Record,
     Say,
     State,
 )
-from ivr.flows.reply import Dial, Gather, PayRequest, Reply, Speech
+from ivr.flows.reply import Dial, Gather, PayRequest, RecordRequest, Reply, Speech
 from ivr.prompts import Catalog
 
 MISSES_ALLOWED = 3
@@ -126,6 +128,8 @@ class FlowEngine:
     def _target(self, state: State, digits: str | None) -> str | Action:
         if isinstance(state.input, Pay):
             return state.on[PAY_RESULT]
+        if isinstance(state.input, Record):
+            return state.on[RECORDED] if digits is not None else state.timeout
         if isinstance(state.input, Menu):
             if not digits:
                 return state.timeout
@@ -198,6 +202,9 @@ class FlowEngine:
                 ctx.config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang
             )
             return Reply(step=call.step, speech=speech, pay=request)
+        if isinstance(spec, Record):
+            record = RecordRequest(spec.max_length_seconds, spec.timeout_seconds)
+            return Reply(step=call.step, speech=speech, record=record)
         if isinstance(spec, Entry):
             gather = Gather(speech, spec.digits, "#", spec.timeout_seconds)
         else:

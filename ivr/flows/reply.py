@@ -32,6 +32,15 @@ class PayRequest:
 
 
 @dataclass(frozen=True)
+class RecordRequest:
+    """Twilio ``<Record>``: the caller's spoken authorization, ended by ``#``; no audio
+    falls through to a redirect (no input)."""
+
+    max_length_seconds: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class Dial:
     number: str
 
@@ -48,5 +57,6 @@ class Reply:
     speech: tuple[Speech, ...] = ()
     gather: Gather | None = None
     pay: PayRequest | None = None
+    record: RecordRequest | None = None
     dial: Dial | None = None
     hangup: bool = False
