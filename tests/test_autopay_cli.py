@@ -154,3 +154,19 @@ def test_payments_export_marks_drafts_and_calls_stats_counts_enrollments(
     assert code == 0, out
     assert "enrolled 1, method changed 0, cancelled 0, suspended 0" in out
     assert "now active 1, suspended 0" in out
+
+
+def test_an_unknown_draft_is_left_for_payments_reconcile(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    from tests.test_exactly_once import faulty
+
+    enrolled(app, stripe_client)
+    faulty(app, "timeout_before_charge")
+    code, out = cli(app, "autopay", "run", "--date", str(DUE))
+    assert code == 0 and "unknown $123.45 (no answer from the processor: left for payments reconcile" in out
+    code, out = cli(app, "payments", "reconcile", "--since", "2026-11-24", "--until", "2026-11-24")
+    # Reconcile asks the processor about the draft's attempt: it holds no payment, as
+    # the ledger says; and no run charged it again.
+    assert code == 0 and "checked 1 attempt: 1 match" in out, out
+    assert not processor_charges(stripe_client)
