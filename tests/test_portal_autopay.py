@@ -110,3 +110,20 @@ def test_the_member_is_written_to_only_with_an_email_on_file(
     visa = _method(api, stripe_client)
     api.call("PUT", AUTOPAY, json={"payment_method_id": visa, "terms_version": TERMS_VERSION})
     assert _count(engine_of, AutopayNotice) == 0  # the test member has no e-mail address
+
+
+def test_the_terms_are_written_to_the_member_when_an_email_is_on_file(
+    portal_app: Flask, api: Api, stripe_client: stripe.StripeClient, engine_of: Engine  # noqa: F811
+) -> None:
+    from tests.members import Member, add_members
+
+    add_members(portal_app, Member(ACCOUNT, email="maria.rivera@example.com"))  # an update
+    visa = _method(api, stripe_client)
+    api.call("PUT", AUTOPAY, json={"payment_method_id": visa, "terms_version": TERMS_VERSION})
+    api.delete(AUTOPAY)
+    with engine_of.connect() as conn:
+        kinds = list(conn.scalars(select(AutopayNotice.kind).order_by(AutopayNotice.id)))
+        body = conn.scalar(select(AutopayNotice.body).order_by(AutopayNotice.id).limit(1))
+    assert kinds == ["enrolled", "cancelled"]
+    assert body is not None and "full balance of each bill on its due date" in body
+    assert "ending in 4242" in body and "first bill due after November 30, 2026" in body
