@@ -291,3 +291,35 @@ def test_a_method_detached_at_the_processor_suspends_auto_pay_at_once(
     assert enrollment is not None
     assert (enrollment.status, enrollment.status_reason) == ("suspended", "method_unusable")
     assert not processor_charges(stripe_client)
+
+
+def test_the_run_stops_drafting_at_its_cap_and_a_later_run_goes_on(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    import dataclasses
+
+    add_members(app, Member(ACCOUNT), Member("10005555"))
+    for number in (ACCOUNT, "10005555"):
+        enroll(app, save_card(app, stripe_client, number))
+    services = app.extensions["securepay"]
+    capped = services.settings
+    services.settings = dataclasses.replace(capped, autopay_run_cap_cents=20000)  # $200 a run
+    first = run(app)
+    assert sorted(line.result for line in first.lines) == ["charged", "skipped"]
+    skipped = next(line for line in first.lines if line.result == "skipped")
+    assert skipped.reason.startswith("the run's cap is reached") and skipped.amount_cents == 12345
+    assert len(processor_charges(stripe_client)) == 1
+    second = run(app)  # the next run drafts what the cap left, and only that
+    assert sorted(line.result for line in second.lines) == ["charged", "skipped"]
+    assert len(processor_charges(stripe_client)) == 2 and len(books(app).payments) == 2
+
+
+def test_a_bill_above_the_phone_maximum_is_left_for_the_member(
+    app: Flask, stripe_client: stripe.StripeClient
+) -> None:
+    enrolled(app, stripe_client, balance="6000.00")
+    report = run(app)
+    assert [(line.result, line.reason) for line in report.lines] == [
+        ("skipped", "above the maximum payment: left for the member")
+    ]
+    assert not processor_charges(stripe_client)

@@ -29,6 +29,9 @@ def test_defaults_are_a_demo_utility() -> None:
     ({**BASE, "SECUREPAY_BUSINESS_HOURS": "weekdays"}, "SECUREPAY_BUSINESS_HOURS"),
     ({**BASE, "SECUREPAY_PUBLIC_URL": "ivr.example.com"}, "SECUREPAY_PUBLIC_URL"),
     ({**BASE, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT": "0"}, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT"),
+    ({**BASE, "SECUREPAY_AUTOPAY_RECORD_CONSENT": "maybe"}, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
+    ({**BASE, "SECUREPAY_AUTOPAY_RUN_CAP": "0"}, "SECUREPAY_AUTOPAY_RUN_CAP"),
+    ({**BASE, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND": "0"}, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as caught:
@@ -56,3 +59,15 @@ def test_the_webhooks_refuse_to_start_without_the_twilio_token() -> None:
 def test_the_public_url_loses_its_trailing_slash() -> None:
     settings = Settings.from_env({**BASE, "SECUREPAY_PUBLIC_URL": "https://ivr.example.coop/"})
     assert settings.public_url == "https://ivr.example.coop"
+
+
+def test_auto_pay_settings() -> None:
+    default = Settings.from_env(BASE)
+    assert not default.autopay_record_consent  # bank accounts through the portal
+    assert (default.autopay_declines_to_suspend, default.autopay_run_cap_cents) == (2, 25_000_000)
+    settings = Settings.from_env({
+        **BASE, "SECUREPAY_AUTOPAY_RECORD_CONSENT": "on", "SECUREPAY_AUTOPAY_RUN_CAP": "1000.50",
+        "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND": "3",
+    })
+    assert settings.autopay_record_consent
+    assert (settings.autopay_declines_to_suspend, settings.autopay_run_cap_cents) == (3, 100_050)
