@@ -27,6 +27,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -52,8 +54,8 @@ threads = _whole("SECUREPAY_THREADS", 4)
 timeout = 12
 graceful_timeout = 15
 keepalive = 5  # behind a proxy that reuses its upstream connections
-max_requests = 10_000  # about 1,000 calls of ~9 webhooks: a recycle re-imports the app
-max_requests_jitter = 1_000
+max_requests = _whole("SECUREPAY_MAX_REQUESTS", 10_000)  # ~1,000 calls: a recycle re-imports the app
+max_requests_jitter = max_requests // 10
 # Not preloaded: each worker builds its own app after the fork, so no database
 # connection, thread pool or Stripe client is ever shared between processes.
 preload_app = False
@@ -116,3 +118,32 @@ def worker_exit(server: Any, worker: Any) -> None:
         shutdown(cancel_queued=True)
     services.engine.dispose()
     structlog.get_logger("securepay.gunicorn").info("worker_stopped", worker_pid=worker.pid)
+
+
+# --- metrics (SECUREPAY_METRICS=on): prometheus-client's multiprocess mode ---------------
+# Each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR; a scrape adds them
+# up. The directory must be set before any worker imports prometheus_client, so it is set
+# here, in the master, and inherited by every worker it forks. Default: one per master in
+# the temporary directory (the unit's PrivateTmp=); set it to a tmpfs path to choose.
+_METRICS = os.environ.get("SECUREPAY_METRICS", "").strip().lower() in ("1", "true", "yes", "on")
+if _METRICS:
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / f"securepay-metrics-{os.getpid()}")
+    )
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty metrics directory: files of an earlier run would be added in."""
+    if _METRICS:
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        for stale in folder.glob("*.db"):  # only prometheus-client's files, whatever the folder
+            stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone (recycled, killed): drop its live gauges; its counters stay summed."""
+    if _METRICS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

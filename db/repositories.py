@@ -37,6 +37,7 @@ from db.ledger import COUNTED_PAYMENT_STATUSES
 from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Payment, Phone, PinCredential
 from db.types import UTCDateTime
 from ivr.flows.ports import AccountRef, AccountSummary, AccountType, CallRecord, Credential, PinOrigin
+from ivr.metrics import observe_trail
 
 __all__ = [
     "AccountNotFound",
@@ -430,6 +431,7 @@ class SqlEvents:
         pending, self._pending = self._pending, []
         if pending:
             audit_chain.append(self._session, pending)
+            observe_trail(pending)
 
     def discard_pending(self) -> None:
         self._pending.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flask import Flask
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
-    Services(
+    services = Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -65,10 +65,15 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         policy=policy,
         flow_engine=FlowEngine(CALL_FLOW, catalog),
         flow_config=FlowConfig.from_settings(settings),
-        gateway=_gateway(settings),
+        gateway=_metered(_gateway(settings)) if settings.metrics_enabled else _gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
         autopay_notices=build_autopay_notices(settings, sessions, clock),
-    ).init_app(app)
+    )
+    services.init_app(app)
+    if settings.metrics_enabled:
+        from ivr.metrics import web as metrics_web
+
+        metrics_web.init_app(app, services)
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
@@ -80,6 +85,13 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
 # lookup: 3 x 4 s leaves room for the rest of the step (docs/decisions/0003).
 PROCESSOR_TIMEOUT_SECONDS = 4
 PROCESSOR_RETRIES = 1
+
+
+def _metered(gateway: PaymentGateway | None) -> PaymentGateway | None:
+    """The gateway with each call to the processor timed and its errors counted."""
+    from ivr.metrics import MeteredGateway
+
+    return None if gateway is None else cast("PaymentGateway", MeteredGateway(gateway))
 
 
 def _gateway(settings: Settings) -> PaymentGateway | None:

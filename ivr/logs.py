@@ -22,6 +22,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from ivr.version import build
+
 __all__ = ["bind_call", "clear_call", "configure_logging", "redact_secrets"]
 
 REDACTED = "[redacted]"
@@ -121,6 +123,16 @@ def _renderer(fmt: str) -> Processor:
 LogFormat = Literal["console", "json"]
 
 
+def add_build(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: which build wrote the line (``version``, ``commit``). It runs
+    after redaction, which would mask a commit hash's digit runs."""
+    running = build()
+    event_dict.setdefault("version", running.version)
+    if running.commit:
+        event_dict.setdefault("commit", running.commit)
+    return event_dict
+
+
 def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = None) -> None:
     """Send structlog events and stdlib log records to ``stream`` (stderr), redacted.
 
@@ -158,6 +170,7 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             redact_secrets,
+            *([add_build] if fmt == "json" else []),
             renderer,
         ],
     )

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal, InvalidOperation
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.voices import VoiceError, check_voice
 
 
 class SettingsError(ValueError):
@@ -20,6 +23,14 @@ class SettingsError(ValueError):
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Twilio's card types for <Pay validCardTypes> (https://www.twilio.com/docs/voice/twiml/pay):
+# without the attribute Twilio takes only Visa, Mastercard and Amex.
+CARD_TYPES: Final = ("visa", "mastercard", "amex", "maestro", "discover", "optima", "jcb",
+                     "diners-club", "enroute")  # fmt: skip
+DEFAULT_CARD_TYPES: Final = ("visa", "mastercard", "amex", "discover")
+# The Spanish <Pay> languages Twilio lists for card payments (es-US is not one of them).
+PAY_LANGUAGES_ES: Final = ("es-MX", "es-ES")
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,34 @@ def _cents(name: str, raw: str) -> int:
     return int(amount * 100)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE + _FALSE:
+        raise SettingsError(f"{name} must be on or off (true/false, 1/0, yes/no), got {raw!r}")
+    return raw in _TRUE
+
+
+def _from_file(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME``, else the content of the file ``NAME_FILE`` names (trailing newline dropped)."""
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n") or None
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -73,13 +112,25 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return int(raw)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "off", "false", "no"):
-        return False
-    if raw in ("1", "on", "true", "yes"):
-        return True
-    raise SettingsError(f"{name} must be on or off, got {raw!r}")
+def _card_types(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_CARD_TYPES
+    types = tuple(dict.fromkeys(raw.lower().replace(",", " ").split()))
+    unknown = [kind for kind in types if kind not in CARD_TYPES]
+    if unknown or not types:
+        raise SettingsError(
+            f"SECUREPAY_CARD_TYPES must name Twilio card types ({' '.join(CARD_TYPES)}), got {raw!r}"
+        )
+    return types
+
+
+def _voice(raw: str | None, language: str, name: str) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return check_voice(raw, language)
+    except VoiceError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -87,6 +138,8 @@ class Settings:
     pepper: bytes
     database_url: str | None = None
     twilio_auth_token: str | None = None
+    # The token being replaced, still accepted while a rotation is under way.
+    twilio_auth_token_previous: str | None = field(default=None, repr=False)
     public_url: str | None = None
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
@@ -107,12 +160,24 @@ class Settings:
     prompts_dir: str | None = None
     log_format: str = "console"
     pay_connector: str = "Default"
+    pay_language_es: str = "es-MX"
+    card_types: tuple[str, ...] = DEFAULT_CARD_TYPES
+    voice_en: str | None = None
+    voice_es: str | None = None
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
     smtp_host: str | None = None
     smtp_port: int = 25
     receipt_from: str = "securepay@localhost"
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_ca_file: str | None = None
+    templates_dir: str | None = None
+    metrics_enabled: bool = False
+    audit_anchor_file: str | None = None
     # Auto Pay (issue 10): bank accounts by phone only with the agreement <Record>ed;
     # declines in a row that suspend it; the most one run drafts.
     autopay_record_consent: bool = False
@@ -159,10 +224,29 @@ class Settings:
         log_format = text("SECUREPAY_LOG_FORMAT") or "console"
         if log_format not in ("console", "json"):
             raise SettingsError(f"SECUREPAY_LOG_FORMAT must be console or json, got {log_format!r}")
+        pay_language_es = text("SECUREPAY_PAY_LANGUAGE_ES") or "es-MX"
+        if pay_language_es not in PAY_LANGUAGES_ES:
+            raise SettingsError(
+                f"SECUREPAY_PAY_LANGUAGE_ES must be one of {', '.join(PAY_LANGUAGES_ES)}, "
+                f"got {pay_language_es!r}"
+            )
+        smtp_starttls = _flag(env, "SECUREPAY_SMTP_STARTTLS")
+        smtp_ssl = _flag(env, "SECUREPAY_SMTP_SSL")
+        if smtp_starttls and smtp_ssl:
+            raise SettingsError(
+                "SECUREPAY_SMTP_STARTTLS and SECUREPAY_SMTP_SSL exclude each other: choose one"
+            )
+        smtp_username = text("SECUREPAY_SMTP_USERNAME")
+        smtp_password = _from_file(env, "SECUREPAY_SMTP_PASSWORD")
+        if (smtp_username is None) != (smtp_password is None):
+            raise SettingsError(
+                "SECUREPAY_SMTP_USERNAME and SECUREPAY_SMTP_PASSWORD go together: set both or neither"
+            )
         return cls(
             pepper=pepper.encode(),
             database_url=text("SECUREPAY_DATABASE_URL"),
             twilio_auth_token=text("TWILIO_AUTH_TOKEN"),
+            twilio_auth_token_previous=text("TWILIO_AUTH_TOKEN_PREVIOUS"),
             public_url=public_url,
             stripe_api_key=text("STRIPE_API_KEY"),
             stripe_api_base=text("STRIPE_API_BASE"),
@@ -181,12 +265,24 @@ class Settings:
             prompts_dir=text("SECUREPAY_PROMPTS_DIR"),
             log_format=log_format,
             pay_connector=text("SECUREPAY_PAY_CONNECTOR") or "Default",
+            pay_language_es=pay_language_es,
+            card_types=_card_types(text("SECUREPAY_CARD_TYPES")),
+            voice_en=_voice(text("SECUREPAY_VOICE_EN"), "en", "SECUREPAY_VOICE_EN"),
+            voice_es=_voice(text("SECUREPAY_VOICE_ES"), "es", "SECUREPAY_VOICE_ES"),
             new_cards_per_call=_int(env, "SECUREPAY_NEW_CARDS_PER_CALL", 2),
             declines_per_account_day=_int(env, "SECUREPAY_DECLINES_PER_ACCOUNT_DAY", 3),
             declines_per_caller_day=_int(env, "SECUREPAY_DECLINES_PER_CALLER_DAY", 5),
             smtp_host=text("SECUREPAY_SMTP_HOST"),
-            smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 25),
+            smtp_port=_int(env, "SECUREPAY_SMTP_PORT", 465 if smtp_ssl else 587 if smtp_starttls else 25),
             receipt_from=text("SECUREPAY_RECEIPT_FROM") or "securepay@localhost",
+            smtp_starttls=smtp_starttls,
+            smtp_ssl=smtp_ssl,
+            smtp_username=smtp_username,
+            smtp_password=smtp_password,
+            smtp_ca_file=text("SECUREPAY_SMTP_CA_FILE"),
+            templates_dir=text("SECUREPAY_TEMPLATES_DIR"),
+            metrics_enabled=_flag(env, "SECUREPAY_METRICS"),
+            audit_anchor_file=text("SECUREPAY_AUDIT_ANCHOR_FILE"),
             autopay_record_consent=_flag(env, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
             autopay_declines_to_suspend=_int(env, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND", 2),
             autopay_run_cap_cents=_cents(

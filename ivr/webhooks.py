@@ -17,6 +17,7 @@ from ivr import twiml
 from ivr.flows.engine import Input
 from ivr.flows.ports import CallRecord
 from ivr.logs import bind_call, clear_call
+from ivr.metrics.web import step_is
 from ivr.services import current_services
 from ivr.signature import check_signature
 
@@ -28,8 +29,10 @@ CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 DTMF = re.compile(r"[0-9*#]{0,40}")
 NOT_DTMF = "?"  # stands for any input that is not keys: a wrong entry at every state
 ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
-# What a <Pay> callback may hand to the flow: never card digits (Twilio masks them).
+# What a <Pay> callback may hand to the flow: never card digits (Twilio masks them). The
+# error fields say why a card was not collected (https://www.twilio.com/docs/voice/twiml/pay).
 PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate")
+PAY_ERROR_FIELDS = ("PaymentError", "PayErrorCode", "ConnectorError")
 # What a <Record> callback hands to the flow: the recording's id and length (not its URL).
 RECORD_FIELDS = ("RecordingSid", "RecordingDuration")
 
@@ -44,14 +47,15 @@ def _verify_twilio() -> Response | None:
     token = settings.twilio_auth_token
     if token is None:  # only in a CLI-built app: the webhooks are off without a token
         return _xml(twiml.empty(), 403)
-    refused = check_signature(request, token, settings.public_url)
+    tokens = [token, *filter(None, [settings.twilio_auth_token_previous])]
+    refused = check_signature(request, tokens, settings.public_url)
     if refused is not None:
         return refused
     sid = request.form.get("CallSid", "")
     bind_call(sid if CALL_SID.fullmatch(sid) else "invalid", uuid.uuid4().hex)
     if not CALL_SID.fullmatch(sid):
         log.warning("call_sid_malformed")
-        return _xml(twiml.apology(_apology_text()))
+        return _xml(_apology())
     return None
 
 
@@ -60,8 +64,19 @@ def _unbind(_exc: BaseException | None) -> None:
     clear_call()
 
 
-def _apology_text(language: str = "en") -> str:
-    return current_services().catalog.text(language, "error_apology")
+def _style() -> twiml.Style:
+    """This deployment's TwiML: URLs on the public URL (else the request's own), voices."""
+    settings = current_services().settings
+    voices = {lang: voice for lang, voice in (("en", settings.voice_en), ("es", settings.voice_es)) if voice}
+    return twiml.Style(
+        base_url=settings.public_url or request.url_root.rstrip("/"),
+        voices=voices,
+        pay_languages={"en": "en-US", "es": settings.pay_language_es},
+    )
+
+
+def _apology() -> str:
+    return twiml.apology(current_services().catalog.text("en", "error_apology"), style=_style())
 
 
 def _digits() -> str | None:
@@ -70,6 +85,8 @@ def _digits() -> str | None:
         return "recorded"
     if "Result" in form:  # a <Pay> callback: its outcome stands where keys would
         return form["Result"][:40]
+    if "DialCallStatus" in form:  # the end of a <Dial>: how it ended
+        return form["DialCallStatus"][:40]
     if "Digits" not in form:
         return None
     digits = form["Digits"]
@@ -77,7 +94,10 @@ def _digits() -> str | None:
 
 
 def _pay_payload() -> dict[str, str]:
-    return {name: request.form[name][:64] for name in (*PAY_FIELDS, *RECORD_FIELDS) if name in request.form}
+    form = request.form
+    payload = {name: form[name][:64] for name in (*PAY_FIELDS, *RECORD_FIELDS) if name in form}
+    payload.update({name: form[name][:200] for name in PAY_ERROR_FIELDS if name in form})
+    return payload
 
 
 def _run_after_commit(hooks: list[Callable[[], None]]) -> None:
@@ -108,7 +128,7 @@ def voice() -> Response:
         reply = services.flow_engine.start(ctx)
         uow.calls.save(ctx.call)
         uow.commit()
-    return _xml(twiml.render(reply))
+    return _xml(twiml.render(reply, _style()))
 
 
 @bp.post("/step")
@@ -119,13 +139,14 @@ def step() -> Response:
         call = uow.calls.load_for_update(request.form["CallSid"])
         if call is None:
             log.warning("step_for_unknown_call")
-            return _xml(twiml.apology(_apology_text()))
+            return _xml(_apology())
+        step_is(call.state)
         ctx = services.context(call, uow)
         reply = services.flow_engine.handle(ctx, Input(step_number, _digits(), _pay_payload()))
         uow.calls.save(ctx.call)
         uow.commit()
     _run_after_commit(ctx.after_commit)
-    return _xml(twiml.render(reply))
+    return _xml(twiml.render(reply, _style()))
 
 
 @bp.post("/status")
@@ -147,7 +168,7 @@ def status() -> Response:
 @bp.errorhandler(Exception)
 def _failed(exc: Exception) -> Response:
     log.exception("webhook_failed", error_type=type(exc).__name__)
-    return _xml(twiml.apology(_apology_text()))
+    return _xml(_apology())
 
 
 bp.register_error_handler(413, lambda _exc: _xml(twiml.empty(), 413))  # unreadable body: no apology

@@ -30,7 +30,7 @@ from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
 from payments.autopay_terms import EnrollmentView, Wording, method_words, written_terms
-from payments.receipts import ReceiptNotSent, ReceiptSender, SmtpReceiptSender, mask_email
+from payments.receipts import ReceiptNotSent, ReceiptSender, mask_email, smtp_sender_for
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
@@ -271,12 +271,8 @@ class AutopayNotices:
 def build_autopay_notices(
     settings: Settings, sessions: sessionmaker[Session], clock: Clock
 ) -> AutopayNotices:
-    sender = (
-        SmtpReceiptSender(settings.smtp_host, settings.smtp_port, settings.receipt_from)
-        if settings.smtp_host
-        else None
-    )
-    return AutopayNotices(sessions, sender, clock)
+    """Notices go out through the receipts' SMTP sender (its TLS and login settings)."""
+    return AutopayNotices(sessions, smtp_sender_for(settings), clock)
 
 
 def wording_from(settings: Settings) -> Wording:

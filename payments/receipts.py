@@ -33,6 +33,7 @@ Two edges remain, both documented rather than hidden:
 from __future__ import annotations
 
 import smtplib
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
@@ -50,9 +52,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Account, Call, Payment, PaymentAttempt
+from ivr import metrics
 from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
+from ivr.settings import SettingsError
+from payments.mail_templates import MailTemplates, TemplateError
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
@@ -151,49 +156,35 @@ def _method(receipt: Receipt) -> str:
     return f"{brand} {joiner} {receipt.method_last4}"
 
 
-def _body(receipt: Receipt) -> tuple[str, str]:
-    """The subject and the text, in the receipt's language."""
-    amount = format_cents(receipt.amount_cents)
-    when = _local_time(receipt)
-    method = _method(receipt)
-    if receipt.language == "en":
-        subject = f"{receipt.utility_name}: payment receipt, confirmation {receipt.confirmation}"
-        lines = [
-            f"Thank you for your payment to {receipt.utility_name}.",
-            "",
-            f"Account:       ending in {receipt.account_last4}",
-            f"Amount paid:   {amount}",
-            f"Confirmation:  {receipt.confirmation}",
-            f"Paid with:     {method}",
-            f"Date:          {when}",
-            "",
-            "Please keep this confirmation number for your records.",
-            "This message was sent automatically; please do not reply.",
-        ]
-    else:
-        subject = f"{receipt.utility_name}: recibo de pago, confirmación {receipt.confirmation}"
-        lines = [
-            f"Gracias por su pago a {receipt.utility_name}.",
-            "",
-            f"Cuenta:         terminada en {receipt.account_last4}",
-            f"Importe pagado: {amount}",
-            f"Confirmación:   {receipt.confirmation}",
-            f"Pagado con:     {method}",
-            f"Fecha:          {when}",
-            "",
-            "Por favor, guarde este número de confirmación.",
-            "Este mensaje se envió automáticamente; por favor, no responda.",
-        ]
-    return subject, "\n".join(lines) + "\n"
+def _body(receipt: Receipt, templates: MailTemplates) -> tuple[str, str]:
+    """The subject and the text, in the receipt's language, from its template."""
+    return templates.render(
+        "receipt",
+        receipt.language,
+        utility_name=receipt.utility_name,
+        account_last4=receipt.account_last4,
+        amount=format_cents(receipt.amount_cents),
+        confirmation=receipt.confirmation,
+        method=_method(receipt),
+        when=_local_time(receipt),
+    )
 
 
-def compose(receipt: Receipt, *, sender: str | None = None) -> EmailMessage:
+@cache
+def _built_in_templates() -> MailTemplates:
+    return MailTemplates.load()
+
+
+def compose(
+    receipt: Receipt, *, sender: str | None = None, templates: MailTemplates | None = None
+) -> EmailMessage:
     """The receipt as a plain-text email. ``From`` is set by the sender when not given.
+    The wording is the ``receipt`` template (the built-in one unless ``templates`` say).
 
     The ``Message-ID`` is derived from the confirmation number, so a receipt sent twice
     (see the module's note on at-least-once) is recognisably the same message.
     """
-    subject, text = _body(receipt)
+    subject, text = _body(receipt, templates or _built_in_templates())
     message = EmailMessage()
     message["Subject"] = subject
     if sender is not None:
@@ -225,32 +216,71 @@ class ReceiptSender(Protocol):
         ...
 
 
+SmtpSecurity = Literal["none", "starttls", "ssl"]
+
+
 class SmtpReceiptSender:
     """Implements ``ReceiptSender`` with one SMTP conversation per message.
 
-    Plain SMTP to the utility's relay (``SECUREPAY_SMTP_HOST``/``PORT``), with no TLS or
-    authentication: the relay is expected on a trusted network.
+    ``security``: ``"none"`` (plain SMTP to a relay on a trusted network), ``"starttls"``
+    (``SECUREPAY_SMTP_STARTTLS``: upgrade on the submission port, 587) or ``"ssl"``
+    (``SECUREPAY_SMTP_SSL``: TLS from the first byte, 465). The server's certificate is
+    verified against ``ssl_context`` (the system's CAs unless given). With a
+    ``username`` the sender logs in (AUTH) after TLS; the password is never shown
+    (``repr``, logs, errors).
     """
 
-    def __init__(self, host: str, port: int, sender: str, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        timeout: float = 10,
+        *,
+        security: SmtpSecurity = "none",
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if security not in ("none", "starttls", "ssl"):
+            raise ValueError(f"unknown SMTP security {security!r}")
+        if (username is None) != (password is None):
+            raise ValueError("an SMTP username needs a password, and a password a username")
         self.host = host
         self.port = port
         self.sender = sender
         self.timeout = timeout
+        self.security = security
+        self.username = username
+        self._password = password
+        self._ssl_context = ssl_context
 
     def __repr__(self) -> str:
-        return f"<SmtpReceiptSender {self.host}:{self.port}>"
+        auth = f" as {self.username}" if self.username else ""
+        return f"<SmtpReceiptSender {self.host}:{self.port} {self.security}{auth}>"
+
+    def _context(self) -> ssl.SSLContext:
+        return self._ssl_context or ssl.create_default_context()
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "ssl":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
     def send(self, message: EmailMessage) -> None:
         if message["From"] is None:
             message["From"] = self.sender
         try:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            smtp = self._connect()
         except (smtplib.SMTPException, OSError) as exc:
             raise ReceiptNotSent(f"SMTP server {self.host}:{self.port}: {_reason(exc)}") from None
         try:
+            if self.security == "starttls":
+                smtp.starttls(context=self._context())
+            if self.username is not None and self._password is not None:
+                smtp.login(self.username, self._password)
             smtp.send_message(message, from_addr=self.sender)
         except (smtplib.SMTPException, OSError) as exc:
             raise ReceiptNotSent(f"SMTP server {self.host}:{self.port}: {_reason(exc)}") from None
@@ -258,11 +288,37 @@ class SmtpReceiptSender:
             _quit(smtp)
 
 
+def smtp_sender_for(settings: Settings) -> SmtpReceiptSender | None:
+    """The SMTP sender the settings describe; None without ``SECUREPAY_SMTP_HOST``."""
+    if settings.smtp_host is None:
+        return None
+    security: SmtpSecurity = "ssl" if settings.smtp_ssl else "starttls" if settings.smtp_starttls else "none"
+    context = None
+    if settings.smtp_ca_file is not None and security != "none":
+        try:
+            context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"SECUREPAY_SMTP_CA_FILE cannot be used: {type(exc).__name__}") from None
+    return SmtpReceiptSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.receipt_from,
+        security=security,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        ssl_context=context,
+    )
+
+
 def _reason(exc: BaseException) -> str:
     """The failure without its text where that text may quote the recipient."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = sorted({code for code, _ in exc.recipients.values()})
         return f"recipient refused (SMTP {', '.join(map(str, codes))})"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return f"authentication refused (SMTP {exc.smtp_code})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{type(exc).__name__} (SMTP {exc.smtp_code})"
     if isinstance(exc, OSError) and exc.strerror:
@@ -398,6 +454,7 @@ class ReceiptDispatcher:
         timezone: ZoneInfo,
         workers: int = 1,
         max_queued: int = 100,
+        templates: MailTemplates | None = None,
     ) -> None:
         if not 1 <= workers <= 2:
             raise ValueError("workers must be 1 or 2")
@@ -408,6 +465,7 @@ class ReceiptDispatcher:
         self._clock = clock
         self._utility_name = utility_name
         self._timezone = timezone
+        self._templates = templates or _built_in_templates()
         self._slots = threading.BoundedSemaphore(max_queued)
         self._lock = threading.Lock()
         self._futures: set[Future[Outcome]] = set()
@@ -525,7 +583,7 @@ class ReceiptDispatcher:
             return "skipped"
         to = mask_email(pending.email)
         try:
-            message = compose(self._receipt(pending, pending.email))
+            message = compose(self._receipt(pending, pending.email), templates=self._templates)
         except ValueError as exc:  # a malformed stored address or a field out of shape
             log.error("receipt_failed", payment_id=payment_id, to=to, error=f"not composed: {exc}")
             return "failed"
@@ -539,11 +597,13 @@ class ReceiptDispatcher:
             sender.send(message)
         except ReceiptNotSent as exc:
             self._release(payment_id, claimed_at)
+            metrics.receipt("failed")
             log.warning("receipt_failed", payment_id=payment_id, to=to, error=str(exc))
             return "failed"
         except BaseException:
             self._release(payment_id, claimed_at)
             raise
+        metrics.receipt("sent")
         log.info("receipt_sent", payment_id=payment_id, to=to)
         return "sent"
 
@@ -572,18 +632,19 @@ def build_receipt_dispatcher(
     sessions: sessionmaker[Session],
     clock: Clock,
     *,
-    sender_factory: Callable[[str, int, str], ReceiptSender] = SmtpReceiptSender,
+    sender_factory: Callable[[Settings], ReceiptSender | None] = smtp_sender_for,
 ) -> ReceiptDispatcher:
-    """The dispatcher the settings ask for: off (``sender=None``) without an SMTP host."""
-    sender = (
-        sender_factory(settings.smtp_host, settings.smtp_port, settings.receipt_from)
-        if settings.smtp_host
-        else None
-    )
+    """The dispatcher the settings ask for: off (``sender=None``) without an SMTP host.
+    The mail templates are compiled here: a broken override is a ``SettingsError``."""
+    try:
+        templates = MailTemplates.load(settings.templates_dir)
+    except TemplateError as exc:
+        raise SettingsError(str(exc)) from None
     return ReceiptDispatcher(
         sessions,
-        sender,
+        sender_factory(settings),
         clock,
         utility_name=settings.utility_name,
         timezone=settings.timezone,
+        templates=templates,
     )

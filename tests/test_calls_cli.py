@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -297,6 +298,20 @@ def test_stats_draws_the_funnel_and_calls_per_hour_into_a_png(
     data = target.read_bytes()
     assert _png_size(data) == (1200, 500)
     assert len(data) > 20_000  # bars, labels and titles, not a blank canvas
+
+
+def test_without_the_plot_extra_plot_is_one_line_and_nothing_written(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = [name for name in sys.modules if name.split(".")[0] == "matplotlib"]
+    for name in loaded or ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: import fails
+    monkeypatch.delitem(sys.modules, "ivr.cli.call_plot", raising=False)
+    target = tmp_path / "calls.png"
+    result = calls(app, "stats", "--plot", str(target))
+    assert result.exit_code == 1
+    assert result.output == "Error: --plot needs matplotlib, an extra: pip install 'securepay[plot]'\n"
+    assert not target.exists()
 
 
 def test_stats_plot_must_be_a_png(app: Flask, tmp_path: Path) -> None:

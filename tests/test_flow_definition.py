@@ -68,7 +68,7 @@ def test_an_undeclared_target_of_an_action_is_refused() -> None:
 def test_the_call_flow_ends_only_where_it_says_goodbye() -> None:
     ends = {name for name, state in CALL_FLOW.states.items() if state.is_end}
     assert ends == {
-        "account_not_found", "auth_failed", "transfer", "no_input_goodbye", "goodbye", "payment_unknown"
+        "account_not_found", "auth_failed", "transferred", "no_input_goodbye", "goodbye", "payment_unknown"
     }
 
 

@@ -7,12 +7,14 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Literal
 
 import pytest
 import structlog
 
 from ivr.logs import bind_call, clear_call, configure_logging, redact_secrets
+from ivr.version import build
 
 CALL_SID = "CA9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 PIN = "5183"
@@ -25,6 +27,8 @@ TOKEN = "sk_test_51SecretKeyValue"
 LEAKS = (PIN, "123456789", "6789", "4242", "5550173", "0173", "SecretKeyValue", "hunter2")
 
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
+# The build's commit hash (JSON lines) is random hex, set aside like the timestamps.
+_COMMIT = re.compile(r'"commit": "[0-9a-f]{40}"')
 
 
 class Output:
@@ -35,7 +39,7 @@ class Output:
 
     @property
     def text(self) -> str:
-        return _TIMESTAMP.sub("<ts>", self.stream.getvalue())
+        return _COMMIT.sub("<commit>", _TIMESTAMP.sub("<ts>", self.stream.getvalue()))
 
     def assert_no_secrets(self) -> None:
         for secret in LEAKS:
@@ -214,6 +218,22 @@ def test_json_lines_carry_level_and_utc_timestamp() -> None:
     line = json.loads(stream.getvalue())
     assert line["level"] == "warning"
     assert _TIMESTAMP.fullmatch(line["timestamp"])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_every_json_line_names_the_version_and_commit_unmasked() -> None:
+    stream = io.StringIO()
+    configure_logging("json", stream)
+    structlog.get_logger().info("ours")
+    logging.getLogger("gunicorn.error").info("theirs")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    running = build()
+    for line in lines:
+        assert line["version"] == running.version == version("securepay")
+        # Built from this checkout: the commit is the full hash, not masked as digits.
+        assert line["commit"] == running.commit
+        assert running.commit is not None and re.fullmatch(r"[0-9a-f]{40}", running.commit)
 
 
 def test_redact_secrets_keeps_short_numbers_as_numbers() -> None:

@@ -29,6 +29,16 @@ def test_defaults_are_a_demo_utility() -> None:
     ({**BASE, "SECUREPAY_BUSINESS_HOURS": "weekdays"}, "SECUREPAY_BUSINESS_HOURS"),
     ({**BASE, "SECUREPAY_PUBLIC_URL": "ivr.example.com"}, "SECUREPAY_PUBLIC_URL"),
     ({**BASE, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT": "0"}, "SECUREPAY_PIN_FAILURES_PER_ACCOUNT"),
+    # Issue 8: <Pay> languages, card types and voices as Twilio names them
+    ({**BASE, "SECUREPAY_PAY_LANGUAGE_ES": "es-US"}, "SECUREPAY_PAY_LANGUAGE_ES"),
+    ({**BASE, "SECUREPAY_CARD_TYPES": "visa diners"}, "SECUREPAY_CARD_TYPES"),
+    ({**BASE, "SECUREPAY_CARD_TYPES": " , "}, "SECUREPAY_CARD_TYPES"),
+    ({**BASE, "SECUREPAY_VOICE_EN": "Polly.Lupe-Neural"}, "SECUREPAY_VOICE_EN"),
+    ({**BASE, "SECUREPAY_VOICE_ES": "Polly.Joanna"}, "SECUREPAY_VOICE_ES"),
+    ({**BASE, "SECUREPAY_VOICE_ES": "Google.en-US-Neural2-F"}, "SECUREPAY_VOICE_ES"),
+    ({**BASE, "SECUREPAY_VOICE_ES": "Polly.Celine"}, "SECUREPAY_VOICE_ES"),
+    ({**BASE, "SECUREPAY_VOICE_EN": "Polly.Nobody-Neural"}, "SECUREPAY_VOICE_EN"),
+    ({**BASE, "SECUREPAY_VOICE_EN": "alice"}, "SECUREPAY_VOICE_EN"),
     ({**BASE, "SECUREPAY_AUTOPAY_RECORD_CONSENT": "maybe"}, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
     ({**BASE, "SECUREPAY_AUTOPAY_RUN_CAP": "0"}, "SECUREPAY_AUTOPAY_RUN_CAP"),
     ({**BASE, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND": "0"}, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND"),
@@ -61,6 +71,40 @@ def test_the_public_url_loses_its_trailing_slash() -> None:
     assert settings.public_url == "https://ivr.example.coop"
 
 
+def test_pay_card_types_and_voices_default_to_what_twilio_documents() -> None:
+    settings = Settings.from_env(BASE)
+    # https://www.twilio.com/docs/voice/twiml/pay: without validCardTypes only Visa,
+    # Mastercard and Amex are taken; es-MX and es-ES are the Spanish card languages.
+    assert settings.card_types == ("visa", "mastercard", "amex", "discover")
+    assert settings.pay_language_es == "es-MX"
+    assert settings.voice_en is None and settings.voice_es is None
+
+
+@pytest.mark.parametrize("variable, voice", [
+    ("SECUREPAY_VOICE_EN", "Polly.Joanna-Neural"),
+    ("SECUREPAY_VOICE_EN", "Polly.Matthew"),
+    ("SECUREPAY_VOICE_EN", "Google.en-US-Neural2-F"),
+    ("SECUREPAY_VOICE_ES", "Polly.Lupe-Neural"),
+    ("SECUREPAY_VOICE_ES", "Polly.Mia-Neural"),
+    ("SECUREPAY_VOICE_ES", "Google.es-US-Neural2-A"),
+])
+def test_a_voice_of_the_right_language_is_taken(variable: str, voice: str) -> None:
+    settings = Settings.from_env({**BASE, variable: voice})
+    assert voice in (settings.voice_en, settings.voice_es)
+
+
+def test_card_types_and_the_spanish_pay_language_can_be_chosen() -> None:
+    settings = Settings.from_env({
+        **BASE, "SECUREPAY_CARD_TYPES": "Visa, mastercard diners-club", "SECUREPAY_PAY_LANGUAGE_ES": "es-ES",
+    })
+    assert settings.card_types == ("visa", "mastercard", "diners-club")
+    assert settings.pay_language_es == "es-ES"
+
+
+def test_the_previous_auth_token_is_never_shown() -> None:
+    settings = Settings.from_env({**BASE, "TWILIO_AUTH_TOKEN_PREVIOUS": "old-token-9f8e7d"})
+    assert settings.twilio_auth_token_previous == "old-token-9f8e7d"
+    assert "old-token-9f8e7d" not in repr(settings)
 def test_auto_pay_settings() -> None:
     default = Settings.from_env(BASE)
     assert not default.autopay_record_consent  # bank accounts through the portal

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+import stripe
 from click.testing import CliRunner
 from flask import Flask
 from flask.cli import ScriptInfo
@@ -38,6 +39,7 @@ from ivr.softphone import (
     parse_keys,
     walk,
 )
+from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
 from tests.twiml_fixture_app import (
     AUTH_TOKEN,
     BLOCKED_CALLER,
@@ -237,6 +239,48 @@ def test_dial_with_an_action_posts_a_completed_dial(app: Flask, phone: Softphone
     assert transcript.last_said() == "Your call with member services ended: completed."
 
 
+@pytest.mark.parametrize("status", ["busy", "no-answer", "failed"])
+def test_a_dial_nobody_takes_posts_its_status_to_the_action(app: Flask, status: str) -> None:
+    # https://www.twilio.com/docs/voice/twiml/dial: DialCallStatus busy, no-answer or
+    # failed when the dialed party did not answer; no conversation, no duration.
+    phone = Softphone(FlaskTransport(app), AUTH_TOKEN, PUBLIC_URL, pay_with_test_card, dial_status=status)
+    transcript = phone.call(CALLER, ["2"]).check()
+
+    assert Dialed("+12025550100", status) in transcript.events
+    [after] = fixture_log(app).to("/ivr/after-dial")
+    assert (after.params["DialCallStatus"], after.params["DialCallDuration"]) == (status, "0")
+    assert transcript.last_said() == f"Your call with member services ended: {status}."
+
+
+def test_a_dial_nobody_takes_without_an_action_goes_on_with_the_next_verb(app: Flask) -> None:
+    phone = Softphone(FlaskTransport(app), AUTH_TOKEN, PUBLIC_URL, pay_with_test_card, dial_status="busy")
+    transcript = phone.call(CALLER, ["3"]).check()
+
+    assert transcript.last_said() == "Never heard after the transfer."
+
+
+def test_an_unknown_dial_status_is_refused(app: Flask) -> None:
+    with pytest.raises(ValueError, match="dial_status"):
+        Softphone(FlaskTransport(app), AUTH_TOKEN, PUBLIC_URL, dial_status="engaged").call(CALLER, ["2"])
+
+
+def test_a_pay_that_falls_through_plays_the_next_verb(app: Flask) -> None:
+    # https://www.twilio.com/docs/voice/twiml/pay: after maxAttempts Twilio may go on to
+    # the next verb instead of requesting the action (here: the end of the document).
+    # Both cards fail Twilio's own Luhn check: the processor is never reached.
+    unused = stripe.StripeClient("sk_test_never_called")
+    cards = TwilioPayEmulator(unused, ScriptedCards(["4242424242424241 12/30 123"] * 2), falls_through=True)
+    phone = Softphone(FlaskTransport(app), AUTH_TOKEN, PUBLIC_URL, cards)
+    transcript = phone.call(CALLER, ["4"]).check()
+
+    assert transcript.events[-2:] == [
+        Paid({"Result": "too-many-failed-attempts", "PaymentMethod": "credit-card",
+              "PaymentError": "invalid-card-number"}),
+        HungUp("ivr"),
+    ]
+    assert fixture_log(app).to("/ivr/paid") == []
+
+
 def test_dial_without_an_action_ends_the_call(app: Flask, phone: Softphone) -> None:
     transcript = phone.call(CALLER, ["3"]).check()
 
@@ -352,8 +396,10 @@ def test_a_looping_ivr_fails_loudly_at_the_request_bound(app: Flask, phone: Soft
         ("3", "the IVR answered text/plain, not text/xml", 200),
         ("4", "<Enqueue> is not a verb this walker plays", None),
         ("5", "the IVR answered malformed XML", 200),
+        ("6", "<Pay> has no method attribute", None),
+        ("7", "<Prompt for='card-number'> is not a <Pay> step", None),
     ],
-    ids=["http-500", "not-a-response", "not-xml", "unknown-verb", "malformed"],
+    ids=["http-500", "not-a-response", "not-xml", "unknown-verb", "malformed", "pay-method", "pay-prompt"],
 )
 def test_a_broken_reply_is_recorded_and_ends_the_walk(
     app: Flask, phone: Softphone, choice: str, message: str, status: int | None

@@ -21,7 +21,7 @@ from ivr.cli.call import call_command
 from ivr.secret_scan import appears_alone
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
-from ivr.softphone import FlaskTransport, Paid, Softphone, WalkStopped
+from ivr.softphone import FlaskTransport, Paid, PayFellThrough, Softphone, WalkStopped
 from ivr.softphone.pay import (
     Card,
     CardEntry,
@@ -46,12 +46,12 @@ SECUREPAY_PAY = {
     "paymentConnector": "Stripe_Connector",
     "tokenType": "payment-method",
     "maxAttempts": "2",
-    "action": "/ivr/step?n=7",
-    "method": "POST",
+    "action": "https://ivr.example.test/ivr/step?n=7",
     "timeout": "10",
     "securityCode": "true",
     "postalCode": "false",
     "language": "en-US",
+    "validCardTypes": "visa mastercard amex discover",
 }
 VISA = "4242424242424242"
 CVC = "951"  # found standing alone anywhere (not inside a call SID), it is a leak
@@ -134,7 +134,7 @@ def test_cards_that_decline_at_the_charge_tokenize_fine(stripe_client: stripe.St
     [
         ("4242424242424241 12/30 123", "invalid-card-number"),  # fails the Luhn check
         ("42424242 12/30 123", "invalid-card-number"),  # too short
-        ("6011111111111117 12/30 123", "invalid-card-type"),  # Discover: not in Twilio's default list
+        ("3530111333300000 12/30 123", "invalid-card-type"),  # JCB: not in the validCardTypes given
         ("4242424242424242 10/26 123", "invalid-date"),  # expired last month
         ("4242424242424242 13/30 123", "invalid-date"),
         ("4242424242424242 12/30 12", "invalid-security-code"),
@@ -178,6 +178,42 @@ def test_valid_card_types_lets_the_ivr_accept_discover(stripe_client: stripe.Str
     )
 
     assert (params["Result"], params["PaymentCardType"]) == ("success", "discover")
+
+
+def test_without_valid_card_types_twilio_refuses_discover(stripe_client: stripe.StripeClient) -> None:
+    # https://www.twilio.com/docs/voice/twiml/pay: validCardTypes defaults to visa mastercard amex
+    attributes = {k: v for k, v in SECUREPAY_PAY.items() if k != "validCardTypes"}
+    params = emulator(stripe_client, *["6011111111111117 12/30 123"] * 2)(attributes)
+
+    assert (params["Result"], params["PaymentError"]) == ("too-many-failed-attempts", "invalid-card-type")
+
+
+@pytest.mark.parametrize("language", ["en-US", "es-MX", "es-ES"])
+def test_a_language_twilio_lists_is_taken(stripe_client: stripe.StripeClient, language: str) -> None:
+    assert emulator(stripe_client, GOOD)({**SECUREPAY_PAY, "language": language})["Result"] == "success"
+
+
+@pytest.mark.parametrize("language", ["es-US", "es", "en", "pt-BR"])
+def test_a_language_twilio_does_not_list_is_a_validation_error(
+    stripe_client: stripe.StripeClient, language: str
+) -> None:
+    # https://www.twilio.com/docs/voice/twiml/pay, language: en-AU, en-CA, en-GB, en-IN,
+    # en-US, es-ES, es-MX, fr-CA, fr-FR, de-DE, it-IT for card payments; not es-US.
+    tokenizer = CountingTokenizer()
+    params = emulator(stripe_client, GOOD, tokenize=tokenizer)({**SECUREPAY_PAY, "language": language})
+
+    assert params["Result"] == "validation-error"
+    assert "language" in params["PaymentError"]
+    assert tokenizer.last4s == []  # refused before any card is asked for
+
+
+def test_after_max_attempts_twilio_may_go_on_to_the_next_verb(stripe_client: stripe.StripeClient) -> None:
+    with pytest.raises(PayFellThrough) as ended:
+        emulator(stripe_client, "timeout", "timeout", falls_through=True)(SECUREPAY_PAY)
+
+    assert ended.value.params["Result"] == "too-many-failed-attempts"
+    # a card collected is posted to the action as usual
+    assert emulator(stripe_client, GOOD, falls_through=True)(SECUREPAY_PAY)["Result"] == "success"
 
 
 def test_a_processor_decline_is_a_failed_attempt(stripe_client: stripe.StripeClient) -> None:

@@ -10,9 +10,11 @@ from ivr.flows.speech import (
     Lang,
     language_tag,
     say_amount,
+    say_card_types,
     say_date,
     say_digits,
     say_hours,
+    say_method,
 )
 from ivr.settings import BusinessHours
 
@@ -110,3 +112,25 @@ def test_business_hours_are_said_with_day_ranges_and_lists(
 def test_languages_map_to_twilio_say_tags(lang: Lang, tag: str) -> None:
     assert language_tag(lang) == tag
 
+
+
+@pytest.mark.parametrize("brand, en, es", [
+    # Every PaymentCardType Twilio posts (https://www.twilio.com/docs/voice/twiml/pay).
+    ("visa", "Visa", "tarjeta Visa"),
+    ("mastercard", "Mastercard", "tarjeta Mastercard"),
+    ("amex", "American Express", "tarjeta American Express"),
+    ("maestro", "Maestro", "tarjeta Maestro"),
+    ("discover", "Discover", "tarjeta Discover"),
+    ("optima", "Optima", "tarjeta Optima"),
+    ("jcb", "JCB", "tarjeta JCB"),
+    ("diners-club", "Diners Club", "tarjeta Diners Club"),
+    ("enroute", "enRoute", "tarjeta enRoute"),
+])
+def test_every_card_type_twilio_names_is_said_by_name(brand: str, en: str, es: str) -> None:
+    assert (say_method("card", brand, "en"), say_method("card", brand, "es")) == (en, es)
+
+
+def test_the_card_types_taken_are_said_as_a_list() -> None:
+    types = ("visa", "mastercard", "amex", "discover")
+    assert say_card_types(types, "en") == "Visa, Mastercard, American Express and Discover"
+    assert say_card_types(("visa", "diners-club"), "es") == "Visa y Diners Club"

@@ -30,20 +30,32 @@ from tests.twiml_checks import CheckingTransport, assert_valid_twiml
 
 # -- the schema itself -----------------------------------------------------------------
 
+# Every URL is absolute, on the public URL, which may carry a path (issue 8, point 3).
+STEP3 = "https://coop.example/securepay/ivr/step?n=3"
+STEP6 = "https://coop.example/securepay/ivr/step?n=6"
 GATHER = (
-    '<Gather action="/ivr/step?n=3" finishOnKey="" input="dtmf" method="POST" numDigits="1" '
+    f'<Gather action="{STEP3}" finishOnKey="" input="dtmf" method="POST" numDigits="1" '
     'timeout="6"><Say language="en-US">For English, press 1.</Say></Gather>'
-    '<Redirect method="POST">/ivr/step?n=3</Redirect>'
+    f'<Redirect method="POST">{STEP3}</Redirect>'
 )
 PAY_ATTRIBUTES = (
-    'action="/ivr/step?n=6" input="dtmf" language="en-US" maxAttempts="2" method="POST" '
+    f'action="{STEP6}" input="dtmf" language="en-US" maxAttempts="2" '
     'paymentConnector="Default" postalCode="false" securityCode="true" timeout="10" '
-    'tokenType="payment-method"'
+    'tokenType="payment-method" validCardTypes="visa mastercard amex discover"'
 )
+PROMPTS = (
+    '<Prompt for="payment-card-number"><Say language="es-US" voice="Polly.Lupe-Neural">'
+    "Ingrese el número de su tarjeta.</Say></Prompt>"
+    '<Prompt errorType="invalid-card-type" for="payment-card-number"><Say language="es-US">'
+    "Aceptamos Visa.</Say></Prompt>"
+)
+AFTER_PAY = f'<Redirect method="POST">{STEP6}</Redirect>'
+DIAL = f'<Dial action="{STEP6}" method="POST">+12025550100</Dial>'
 
 
-def _pay(old: str = "", new: str = "", extra: str = "") -> str:
-    return f"<Pay {PAY_ATTRIBUTES.replace(old, new) if old else PAY_ATTRIBUTES}{extra} />"
+def _pay(old: str = "", new: str = "", extra: str = "", prompts: str = "", after: str = AFTER_PAY) -> str:
+    attributes = PAY_ATTRIBUTES.replace(old, new) if old else PAY_ATTRIBUTES
+    return f"<Pay {attributes}{extra}>{prompts}</Pay>{after}"
 
 
 def _doc(inner: str) -> str:
@@ -55,8 +67,13 @@ def _doc(inner: str) -> str:
     GATHER,
     '<Say language="es-US">Gracias.</Say><Hangup />',
     '<Say language="en-US">Please enter your card.</Say>' + _pay(),
-    '<Say language="en-US">Transferring.</Say><Dial>+12025550100</Dial><Hangup />',
+    _pay('language="en-US"', 'language="es-MX"', prompts=PROMPTS),
+    _pay('language="en-US"', 'language="es-ES"'),
+    '<Say language="en-US">Transferring.</Say>' + DIAL,
     GATHER.replace('finishOnKey=""', 'finishOnKey="#"').replace('numDigits="1" ', ""),
+    GATHER.replace("https://coop.example/securepay", "http://127.0.0.1:5000"),
+    '<Say language="en-US" voice="Polly.Joanna-Neural">Hi.</Say><Hangup />',
+    '<Say language="es-US" voice="Google.es-US-Neural2-A">Hola.</Say><Hangup />',
 ])
 def test_the_schema_accepts_what_we_emit(inner: str) -> None:
     assert_valid_twiml(_doc(inner))
@@ -65,22 +82,40 @@ def test_the_schema_accepts_what_we_emit(inner: str) -> None:
 @pytest.mark.parametrize("inner, why", [
     ('<Play>https://example.test/a.mp3</Play>', "a verb we never use"),
     ('<Say language="fr-FR">Bonjour.</Say>', "a language we do not speak"),
-    ('<Say language="en-US" voice="alice">Hi.</Say>', "an attribute we never set"),
+    ('<Say language="en-US" voice="alice">Hi.</Say>', "a basic voice, unfit for production"),
+    ('<Say language="en-US" loop="2">Hi.</Say>', "an attribute we never set"),
     ('<Say language="en-US"> </Say>', "nothing said"),
     (GATHER.replace('input="dtmf"', 'input="dtmf speech"'), "speech input"),
     (GATHER.replace('numDigits="1"', 'numDigits="0"'), "zero digits"),
     (GATHER.replace('finishOnKey=""', 'finishOnKey="*"'), "star as the finish key"),
-    (GATHER.replace('action="/ivr/step?n=3" ', ""), "a Gather without an action loops"),
+    (GATHER.replace(f'action="{STEP3}" ', ""), "a Gather without an action loops"),
     (GATHER.replace('method="POST" numDigits', 'method="GET" numDigits'), "GET puts keys in URLs"),
-    (GATHER.replace('action="/ivr/step?n=3"', 'action="/ivr/step?n=3&amp;pin=0473"'), "a secret in a URL"),
-    (GATHER.replace('/ivr/step?n=3</Redirect>', "https://evil.test/</Redirect>"), "a foreign redirect"),
+    (GATHER.replace(f'action="{STEP3}"', f'action="{STEP3}&amp;pin=0473"'), "a secret in a URL"),
+    (GATHER.replace(f"{STEP3}</Redirect>", "https://evil.test/</Redirect>"), "a foreign redirect"),
+    (GATHER.replace("https://coop.example/securepay", ""), "a root-relative URL loses the path"),
     (GATHER.split("<Redirect")[0], "a Gather with nowhere to fall through"),
     (_pay(extra=' chargeAmount="12.34"'), "a charge amount: <Pay> only tokenizes"),
     (_pay("payment-method", "reusable"), "another token type"),
     (_pay('maxAttempts="2"', 'maxAttempts="3"'), "a third card try"),
     (_pay('postalCode="false"', 'postalCode="true"'), "the postal code asked"),
     (_pay(extra=' statusCallback="/ivr/pay"'), "an attribute we never set"),
-    ('<Dial>member services</Dial><Hangup />', "not a number"),
+    # https://www.twilio.com/docs/voice/twiml/pay: no method attribute; card languages
+    # en-AU, en-CA, en-GB, en-IN, en-US, es-ES, es-MX, fr-CA, fr-FR, de-DE, it-IT.
+    (_pay(extra=' method="POST"'), "method is not an attribute of <Pay>"),
+    (_pay('language="en-US"', 'language="es-US"'), "es-US is not a <Pay> language"),
+    (_pay('validCardTypes="visa mastercard amex discover"', 'validCardTypes="visa diners"'),
+     "not a Twilio card type"),
+    (_pay(' validCardTypes="visa mastercard amex discover"', ""), "Twilio's default refuses Discover"),
+    (_pay(after=""), "after maxAttempts Twilio may go on: nothing to catch the caller"),
+    # https://www.twilio.com/docs/voice/twiml/pay/prompt: for and errorType values
+    (_pay(prompts='<Prompt for="card-number"><Say language="en-US">Card.</Say></Prompt>'),
+     "not a <Pay> step"),
+    (_pay(prompts='<Prompt for="expiration-date" errorType="expired">'
+                  '<Say language="en-US">Date.</Say></Prompt>'), "not a <Pay> error type"),
+    (_pay(prompts='<Prompt for="expiration-date" />'), "a prompt that says nothing"),
+    ('<Dial>member services</Dial>', "not a number"),
+    ("<Dial>+12025550100</Dial><Hangup />", "a Dial without an action: busy ends the call"),
+    (DIAL + "<Hangup />", "a verb after a <Dial action> is never reached"),
     ('<Hangup /><Say language="en-US">Too late.</Say>', "speech after the hang-up"),
 ])
 def test_the_schema_refuses_what_we_must_never_emit(inner: str, why: str) -> None:

@@ -16,7 +16,7 @@ from ivr.softphone import FlaskTransport
 from ivr.softphone.transports import HttpReply
 
 SCHEMA_PATH = Path(__file__).with_name("twiml.xsd")
-STEP_URL = re.compile(r"/ivr/step\?n=([0-9]+)")
+STEP_URL = re.compile(r"https?://[^/?#]+(?:/[^?#]*)?/ivr/step\?n=([0-9]+)")
 
 
 @cache
@@ -26,18 +26,21 @@ def twiml_schema() -> xmlschema.XMLSchema:
 
 def assert_valid_twiml(body: str | bytes, content_type: str = "text/xml; charset=utf-8") -> int | None:
     """Assert ``body`` is TwiML valid against the schema; return the step it asks for next
-    (the Gather's or Pay's action), or None when it asks for nothing (an end)."""
+    (the Gather's, Pay's or Dial's action), or None when it asks for nothing (an end)."""
     assert content_type.split(";")[0].strip() == "text/xml", content_type
     text = body.decode("utf-8") if isinstance(body, bytes) else body
     twiml_schema().validate(text)
     root = ET.fromstring(text)  # noqa: S314 - our own app's answer
     gather, redirect, pay = root.find("Gather"), root.find("Redirect"), root.find("Pay")
-    if gather is not None:
-        # No input falls through to the Redirect: it must answer the same step.
-        assert redirect is not None and redirect.text == gather.get("action"), text
-        action = gather.get("action", "")
-    elif pay is not None:
-        action = pay.get("action", "")
+    dial = root.find("Dial")
+    if gather is not None or pay is not None:
+        # No input (or a <Pay> that went on after maxAttempts) falls through to the
+        # Redirect: it must answer the same step.
+        verb = gather if gather is not None else pay
+        assert verb is not None and redirect is not None and redirect.text == verb.get("action"), text
+        action = verb.get("action", "")
+    elif dial is not None:
+        action = dial.get("action", "")
     else:
         return None
     found = STEP_URL.fullmatch(action)

@@ -92,6 +92,13 @@ BROKEN = {  # body, status, content type
     "3": ("<Response><Say>Hi</Say></Response>", 200, "text/plain"),
     "4": ("<Response><Enqueue>support</Enqueue></Response>", 200, "text/xml"),
     "5": ("<Response><Say>Hi</Response>", 200, "text/xml"),
+    # https://www.twilio.com/docs/voice/twiml/pay: <Pay> has no method attribute ...
+    "6": ('<Response><Pay paymentConnector="Stripe_Connector" tokenType="payment-method" '
+          'action="/ivr/paid" method="POST"/></Response>', 200, "text/xml"),
+    # ... and .../pay/prompt: <Prompt for> names one of the documented payment steps
+    "7": ('<Response><Pay paymentConnector="Stripe_Connector" tokenType="payment-method" '
+          'action="/ivr/paid"><Prompt for="card-number"><Say>Card?</Say></Prompt></Pay></Response>',
+          200, "text/xml"),
 }
 
 

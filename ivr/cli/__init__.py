@@ -17,9 +17,11 @@ from ivr.cli.audit import audit_group
 from ivr.cli.autopay import autopay_group
 from ivr.cli.call import call_command
 from ivr.cli.calls import calls_group
+from ivr.cli.config import config_group
 from ivr.cli.demo import demo_command
 from ivr.cli.pin import pin_group
 from ivr.settings import SettingsError
+from ivr.version import build
 from payments.cli import payments_group
 
 
@@ -30,7 +32,10 @@ def _cli_app() -> Flask:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="securepay", prog_name="securepay", message="%(prog)s " + build().describe()
+)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """SecurePay: pay-by-phone for electric cooperatives and utilities."""
@@ -57,5 +62,6 @@ main.add_command(import_group)
 main.add_command(pin_group)
 main.add_command(call_command)
 main.add_command(calls_group)
+main.add_command(config_group)
 main.add_command(payments_group)
 main.add_command(demo_command)

@@ -480,6 +480,11 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
     window = day_window(services, since, until)
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot must name a .png file, got {str(plot)!r}")
+    if plot is not None:
+        try:
+            from ivr.cli.call_plot import draw  # matplotlib is loaded only when drawing
+        except ImportError:
+            fail("--plot needs matplotlib, an extra: pip install 'securepay[plot]'", 1)
     with services.sessions() as session:
         trails = call_trails(session, window)
         autopay = SqlAutopay(session)
@@ -487,8 +492,6 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
     stats = compute(trails, window.zone)
     click.echo("\n".join(_report(stats, window, _autopay_figure(changes, live))))
     if plot is not None:
-        from ivr.cli.call_plot import draw  # matplotlib is loaded only when drawing
-
         try:
             draw(stats, plot, title=f"{services.settings.utility_name}: calls {window}")
         except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ivr.flows import autopay, charge, identify, payment, pin
 from ivr.flows.machine import (
+    DIAL_RESULT,
     ENTERED,
     PAY_RESULT,
     RECORDED,
@@ -21,9 +22,10 @@ from ivr.flows.machine import (
     Record,
     Say,
     State,
+    Transfer,
     said,
 )
-from ivr.flows.menu import member_services_from, speak_account_menu
+from ivr.flows.menu import after_transfer, member_services_from, speak_account_menu
 
 CALL_FLOW = Flow.define(
     start="language",
@@ -74,7 +76,7 @@ CALL_FLOW = Flow.define(
               on={"1": payment.save_choice, "2": payment.save_choice, "*": payment.back_from_card,
                   "9": REPEAT},
               guard="verified"),
-        State("card_entry", said("card_entry"), Pay(max_attempts=2),
+        State("card_entry", said("card_entry"), Pay(max_attempts=2, prompts=payment.card_prompts),
               on={PAY_RESULT: payment.card_collected}, guard="verified"),
         State("card_retry", said("card_retry"), Menu(),
               on={"1": payment.retry_card, "2": "account_menu", "9": REPEAT}, guard="verified"),
@@ -109,7 +111,9 @@ CALL_FLOW = Flow.define(
         State(autopay.CANCEL, said("autopay_cancel_confirm"), Menu(),
               on={"1": autopay.cancel, "2": autopay.ENROLLED, "9": REPEAT}, guard="verified"),
         # -- 2.8, 2.9 and the polite ends -------------------------------------------------
-        State("transfer", said("transfer"), Say(dial=True), outcome="transferred"),
+        State("transfer", said("transfer"), Transfer(),
+              on={DIAL_RESULT: after_transfer(("account_menu", "pin_referral"))}, outcome="transferred"),
+        State("transferred", said("goodbye"), Say(), outcome="transferred"),
         State("no_input_goodbye", said("no_input_goodbye"), Say(), outcome="no-input"),
         State("goodbye", said("goodbye"), Say()),
     ],

@@ -64,6 +64,7 @@ class FlowConfig:
     max_captured_accounts: int = 8
     account_entry_tries: int = 3
     pay_connector: str = "Default"
+    card_types: tuple[str, ...] = ("visa", "mastercard", "amex", "discover")
     new_cards_per_call: int = 2
     declines_per_account_day: int = 3
     declines_per_caller_day: int = 5
@@ -83,6 +84,7 @@ class FlowConfig:
             pin_failure_window=timedelta(hours=settings.pin_failure_window_hours),
             caller_failures_per_hour=settings.caller_failures_per_hour,
             pay_connector=settings.pay_connector,
+            card_types=settings.card_types,
             new_cards_per_call=settings.new_cards_per_call,
             declines_per_account_day=settings.declines_per_account_day,
             declines_per_caller_day=settings.declines_per_caller_day,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ivr.flows.context import CallMoved, Ctx
 from ivr.flows.machine import (
+    DIAL_RESULT,
     ENTERED,
     MISS,
     PAY_RESULT,
@@ -28,8 +29,10 @@ from ivr.flows.machine import (
     Record,
     Say,
     State,
+    Transfer,
 )
-from ivr.flows.reply import Dial, Gather, PayRequest, RecordRequest, Reply, Speech
+from ivr.flows.reply import Dial, Gather, PayPrompt, PayRequest, RecordRequest, Reply, Speech
+from ivr.flows.speech import say_card_types
 from ivr.prompts import Catalog
 
 MISSES_ALLOWED = 3
@@ -106,8 +109,9 @@ class FlowEngine:
         call = ctx.call
         if call.status == "ended":
             return
+        state = self.flow.states.get(call.state)
         call.status = "ended"
-        call.outcome = call.outcome or outcome
+        call.outcome = call.outcome or (state.outcome if state is not None else None) or outcome
         call.ended_at = ctx.clock.now()
         ctx.event("call_ended", outcome=call.outcome, last_state=call.state)
 
@@ -130,6 +134,8 @@ class FlowEngine:
             return state.on[PAY_RESULT]
         if isinstance(state.input, Record):
             return state.on[RECORDED] if digits is not None else state.timeout
+        if isinstance(state.input, Transfer):
+            return state.on[DIAL_RESULT]
         if isinstance(state.input, Menu):
             if not digits:
                 return state.timeout
@@ -194,14 +200,12 @@ class FlowEngine:
         phrases.extend(state.speak(ctx))
         speech = tuple(self._speech(ctx, phrase) for phrase in phrases)
         if isinstance(state.input, Say):
-            dial = Dial(ctx.config.member_services_number) if state.input.dial else None
-            return Reply(step=call.step, speech=speech, dial=dial, hangup=dial is None)
+            return Reply(step=call.step, speech=speech, hangup=True)
         spec = state.input
+        if isinstance(spec, Transfer):
+            return Reply(step=call.step, speech=speech, dial=Dial(ctx.config.member_services_number))
         if isinstance(spec, Pay):
-            request = PayRequest(
-                ctx.config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang
-            )
-            return Reply(step=call.step, speech=speech, pay=request)
+            return Reply(step=call.step, speech=speech, pay=self._pay_request(ctx, spec))
         if isinstance(spec, Record):
             record = RecordRequest(spec.max_length_seconds, spec.timeout_seconds)
             return Reply(step=call.step, speech=speech, record=record)
@@ -210,6 +214,23 @@ class FlowEngine:
         else:
             gather = Gather(speech, 1, "", spec.timeout_seconds)
         return Reply(step=call.step, gather=gather)
+
+    def _pay_request(self, ctx: Ctx, spec: Pay) -> PayRequest:
+        config = ctx.config
+        # Every card prompt may name the accepted cards ("We accept Visa and ...").
+        names = {"card_types": say_card_types(config.card_types, ctx.lang)}
+        prompts = tuple(
+            PayPrompt(
+                prompt.step,
+                self._speech(ctx, Phrase(prompt.phrase.key, {**names, **prompt.phrase.args})),
+                prompt.error_type,
+            )
+            for prompt in (spec.prompts(ctx) if spec.prompts is not None else ())
+        )
+        return PayRequest(
+            config.pay_connector, spec.max_attempts, spec.timeout_seconds, ctx.lang,
+            card_types=config.card_types, prompts=prompts,
+        )
 
     def _speech(self, ctx: Ctx, phrase: Phrase) -> Speech:
         language = phrase.language or ctx.lang

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     from ivr.flows.context import Ctx
@@ -81,20 +81,41 @@ class Entry:
 
 @dataclass(frozen=True)
 class Say:
-    """No input: the state is said, then the call ends (with a transfer, if ``dial``)."""
+    """No input: the state is said, then the call ends."""
 
     kind: Literal["end"] = "end"
-    dial: bool = False
+
+
+@dataclass(frozen=True)
+class CardPrompt:
+    """What Twilio says at one step of ``<Pay>`` (``step`` is its ``<Prompt for>``)."""
+
+    step: str
+    phrase: Phrase
+    error_type: str | None = None
+
+
+CardPrompts = Callable[["Ctx"], list[CardPrompt]]
 
 
 @dataclass(frozen=True)
 class Pay:
     """A card collected by Twilio ``<Pay>`` (tokenize only); its ``Result`` is handed to
-    ``on['result']`` with the other callback parameters in ``ctx.payload``."""
+    ``on['result']`` with the other callback parameters in ``ctx.payload``. ``prompts``
+    are our own wording for Twilio's steps (else Twilio's voice says its own)."""
 
     kind: Literal["pay"] = "pay"
     max_attempts: int = 2
     timeout_seconds: int = 10
+    prompts: CardPrompts | None = None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A ``<Dial>`` to member services; how it ended (``DialCallStatus``) is handed to
+    ``on['result']``."""
+
+    kind: Literal["dial"] = "dial"
 
 
 @dataclass(frozen=True)
@@ -111,18 +132,20 @@ class Record:
 ENTERED = "entered"
 PAY_RESULT = "result"
 RECORDED = "recorded"
+DIAL_RESULT = "result"
 
 
 @dataclass(frozen=True)
 class State:
     name: str
     speak: Speaker
-    input: Menu | Entry | Say | Pay | Record
+    input: Menu | Entry | Say | Pay | Transfer | Record
     on: Mapping[str, Target] = field(default_factory=dict)
     timeout: Target = MISS
     invalid: Target = MISS
     guard: Literal["none", "identified", "may_set_pin", "verified"] = "none"
-    outcome: str | None = None  # for end states: how the call ended
+    # how the call ended: at an end state, or when the caller hangs up here (a transfer)
+    outcome: str | None = None
 
     @property
     def is_end(self) -> bool:
@@ -181,8 +204,8 @@ class Flow:
                 raise FlowDefinitionError(f"state {name!r} leads to unknown {sorted(unknown)}")
             if state.is_end and (state.on or state.timeout != MISS or state.invalid != MISS):
                 raise FlowDefinitionError(f"end state {name!r} takes no input")
-            if isinstance(state.input, Pay) and set(state.on) != {PAY_RESULT}:
-                raise FlowDefinitionError(f"pay state {name!r} only takes 'result'")
+            if isinstance(state.input, Pay | Transfer) and set(state.on) != {PAY_RESULT}:
+                raise FlowDefinitionError(f"{state.input.kind} state {name!r} only takes 'result'")
             if isinstance(state.input, Record) and set(state.on) != {RECORDED}:
                 raise FlowDefinitionError(f"record state {name!r} only takes 'recorded'")
             if isinstance(state.input, Entry) and set(state.on) - {ENTERED, "*"}:
@@ -214,6 +237,8 @@ class Flow:
         keys: set[str] = set()
         for state in self.states.values():
             keys.update(getattr(state.speak, "prompt_keys", ()))
+            if isinstance(state.input, Pay):
+                keys.update(getattr(state.input.prompts, "prompt_keys", ()))
         return keys
 
 
@@ -228,10 +253,13 @@ def _closure(seeds: set[str], edges: Mapping[str, set[str]]) -> set[str]:
     return seen
 
 
-def speaks(*keys: str) -> Callable[[Speaker], Speaker]:
+SpeakerT = TypeVar("SpeakerT", bound=Callable[..., object])
+
+
+def speaks(*keys: str) -> Callable[[SpeakerT], SpeakerT]:
     """Declare the prompt keys a speaker may say, so tests can check every catalog."""
 
-    def mark(speaker: Speaker) -> Speaker:
+    def mark(speaker: SpeakerT) -> SpeakerT:
         speaker.prompt_keys = keys  # type: ignore[attr-defined]
         return speaker
 

@@ -56,12 +56,36 @@ def member_services_from(state: str) -> Action:
     def member_services(ctx: Ctx, _digits: str) -> Go:
         if in_business_hours(ctx, ctx.clock.now()):
             ctx.event("transfer_requested")
-            return Go("transfer", outcome="transferred")
+            ctx.call.data["transfer_from"] = state
+            return Go("transfer")
         ctx.event("transfer_closed", success=False)
         hours = say_hours(ctx.config.business_hours, ctx.lang)
         return Go(state, notice=Phrase("member_services_closed", {"hours": hours}))
 
     return Action(member_services, ("transfer", state))
+
+
+# https://www.twilio.com/docs/voice/twiml/dial#attributes-action: when the dialed call
+# ends, Twilio requests the <Dial action> with DialCallStatus; "completed" is a
+# conversation held, the others mean nobody took the call.
+DIAL_TALKED = frozenset({"completed", "answered"})
+
+
+def after_transfer(back_to: tuple[str, ...]) -> Action:
+    """The ``<Dial>`` ended: after a conversation, goodbye; when member services was busy,
+    did not answer or could not be reached, the hours are said and the menu comes back."""
+
+    def transfer_ended(ctx: Ctx, status: str) -> Go:
+        if status in DIAL_TALKED:
+            ctx.event("transfer_ended", dial_status=status)
+            return Go("transferred", outcome="transferred")
+        ctx.event("transfer_failed", success=False, dial_status=status[:20] or "none")
+        state = str(ctx.call.data.pop("transfer_from", back_to[0]))
+        hours = say_hours(ctx.config.business_hours, ctx.lang)
+        return Go(state if state in back_to else back_to[0],
+                  notice=Phrase("member_services_unavailable", {"hours": hours}))
+
+    return Action(transfer_ended, ("transferred", *back_to))
 
 
 def notice_then(state: str, key: str) -> Action:

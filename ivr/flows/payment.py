@@ -15,7 +15,7 @@ from typing import Any
 
 from ivr.flows.amounts import parse_amount_keys
 from ivr.flows.context import Ctx
-from ivr.flows.machine import Action, Go, Phrase, speaks
+from ivr.flows.machine import Action, CardPrompt, Go, Phrase, speaks
 from ivr.flows.ports import MAX_STORED_METHODS
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
 
@@ -176,6 +176,31 @@ def _back_from_card(ctx: Ctx, _digits: str) -> Go:
 back_from_card = Action(_back_from_card, ("choose_method", MENU))
 
 
+# Our wording for each step of Twilio's <Pay>, in the caller's language and voice
+# (https://www.twilio.com/docs/voice/twiml/pay/prompt: <Prompt for=... errorType=...>).
+CARD_PROMPTS: tuple[tuple[str, str | None, str], ...] = (
+    ("payment-card-number", None, "pay_card_number"),
+    ("payment-card-number", "timeout", "pay_card_number_timeout"),
+    ("payment-card-number", "invalid-card-number", "pay_card_number_invalid"),
+    ("payment-card-number", "invalid-card-type", "pay_card_type_invalid"),
+    ("expiration-date", None, "pay_expiration_date"),
+    ("expiration-date", "timeout", "pay_expiration_date_timeout"),
+    ("expiration-date", "invalid-date", "pay_expiration_date_invalid"),
+    ("security-code", None, "pay_security_code"),
+    ("security-code", "timeout", "pay_security_code_timeout"),
+    ("security-code", "invalid-security-code", "pay_security_code_invalid"),
+    ("payment-processing", None, "pay_processing"),
+)
+
+
+@speaks(*(key for _, _, key in CARD_PROMPTS))
+def card_prompts(ctx: Ctx) -> list[CardPrompt]:
+    return [CardPrompt(step, Phrase(key), error) for step, error, key in CARD_PROMPTS]
+
+
+PAY_ERRORS = {"PaymentError": "payment_error", "PayErrorCode": "pay_error_code",
+              "ConnectorError": "connector_error"}
+
 CARD_RESULTS = {
     "too-many-failed-attempts": "card_not_accepted",
     "validation-error": "card_not_accepted",
@@ -198,7 +223,11 @@ def _card_collected(ctx: Ctx, result: str) -> Go:
         }
         ctx.event("card_tokenized", brand=ctx.call.data["method"]["brand"])
         return to_confirm(ctx)
-    ctx.event("card_not_collected", success=False, result=result or "none")
+    # Twilio's reasons hold no card data; they show a wrong connector, language or card type.
+    reasons = {
+        field: payload[name] for name, field in PAY_ERRORS.items() if payload.get(name)
+    }
+    ctx.event("card_not_collected", success=False, result=result or "none", **reasons)
     if result == "caller-interrupted-with-star":
         return _back_from_card(ctx, "")
     return Go("card_retry", notice=Phrase(CARD_RESULTS.get(result, "card_not_accepted")))

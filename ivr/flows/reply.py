@@ -22,6 +22,15 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class PayPrompt:
+    """What Twilio says at one step of ``<Pay>`` (its ``<Prompt for=... errorType=...>``)."""
+
+    step: str  # Twilio's name: payment-card-number, expiration-date, ...
+    speech: Speech
+    error_type: str | None = None  # said after an attempt failed with this error
+
+
+@dataclass(frozen=True)
 class PayRequest:
     """Twilio ``<Pay>``: collect a card and tokenize it (no charge amount)."""
 
@@ -29,6 +38,8 @@ class PayRequest:
     max_attempts: int
     timeout_seconds: int
     language: str
+    card_types: tuple[str, ...] = ("visa", "mastercard", "amex", "discover")
+    prompts: tuple[PayPrompt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class RecordRequest:
 
 @dataclass(frozen=True)
 class Dial:
+    """A transfer; when it ends (``DialCallStatus``), Twilio asks the step again."""
+
     number: str
 
 

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ivr.settings import BusinessHours
 
-__all__ = ["Lang", "language_tag", "say_amount", "say_date", "say_digits", "say_hours", "say_method"]
+__all__ = [
+    "Lang", "language_tag", "say_amount", "say_card_types", "say_date", "say_digits", "say_hours",
+    "say_method",
+]
 
 # The languages we speak. Functions take a plain ``str`` (a call's language comes from
 # the database as one) and raise ``ValueError`` for anything else.
@@ -155,16 +158,32 @@ def say_hours(hours: BusinessHours, lang: str) -> str:
     return f"{days}, de {opens} a {closes}"
 
 
+# Every PaymentCardType Twilio posts (https://www.twilio.com/docs/voice/twiml/pay), and
+# the names Stripe and the portal use for the same brands.
 _BRANDS: dict[str, str] = {
     "visa": "Visa",
     "mastercard": "Mastercard",
+    "master-card": "Mastercard",
     "amex": "American Express",
     "american express": "American Express",
+    "maestro": "Maestro",
     "discover": "Discover",
-    "diners": "Diners Club",
+    "optima": "Optima",
     "jcb": "JCB",
+    "diners": "Diners Club",
+    "diners-club": "Diners Club",
+    "enroute": "enRoute",
     "unionpay": "UnionPay",
 }
+
+
+def say_card_types(types: tuple[str, ...], lang: str) -> str:
+    """``("visa", "amex")`` -> ``"Visa and American Express"`` / ``"Visa y American Express"``."""
+    lang = _check(lang)
+    names = list(dict.fromkeys(_BRANDS.get(kind.lower(), kind) for kind in types))
+    if not names:
+        raise ValueError("no card type to say")
+    return _join(names, "and" if lang == "en" else "y")
 
 
 def say_method(kind: str, brand: str, lang: str) -> str:

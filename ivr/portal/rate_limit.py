@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from flask import Response, current_app, request
 
+from ivr import metrics
 from ivr.portal.errors import error_response, is_api_path
 from ivr.services import current_services
 
@@ -122,6 +123,7 @@ def limit_portal_requests() -> Response | None:
     wait = limiter().take(f"addr:{request.remote_addr or 'unknown'}", _token_key())
     if wait <= 0.0:
         return None
+    metrics.portal_rate_limited()
     return error_response(
         429,
         "rate_limited",

@@ -41,7 +41,7 @@ from ivr.softphone.transports import (
     Transport,
     TransportError,
 )
-from ivr.softphone.verbs import collect_digits, new_sid, no_pay_handler
+from ivr.softphone.verbs import DIAL_STATUSES, PayFellThrough, collect_digits, new_sid, no_pay_handler
 from ivr.softphone.walker import (
     DEFAULT_TO_NUMBER,
     MAX_REQUESTS,
@@ -54,6 +54,7 @@ from ivr.softphone.walker import (
 
 __all__ = [
     "DEFAULT_TO_NUMBER",
+    "DIAL_STATUSES",
     "HANG_UP",
     "MAX_REQUESTS",
     "CallTranscript",
@@ -73,6 +74,7 @@ __all__ = [
     "Observer",
     "Paid",
     "Paused",
+    "PayFellThrough",
     "PayHandler",
     "Played",
     "Redirected",

@@ -33,7 +33,7 @@ from typing import Final, Literal, Protocol
 import click
 import stripe
 
-from ivr.softphone.verbs import WalkStopped
+from ivr.softphone.verbs import PayFellThrough, WalkStopped
 from payments.card_tokenizer import tokenize_card
 from payments.gateway import ActionRequired, CardDeclined, MethodInfo, PaymentError
 
@@ -76,6 +76,11 @@ CARD_TYPES: Final = (
     "enroute",
 )
 """Twilio's card types (``validCardTypes``, ``PaymentCardType``)."""
+
+PAY_LANGUAGES: Final = (
+    "de-DE", "en-AU", "en-CA", "en-GB", "en-IN", "en-US", "es-ES", "es-MX", "fr-CA", "fr-FR", "it-IT",
+)
+"""The languages Twilio lists for ``<Pay language>`` with card payments (not es-US)."""
 
 DEFAULT_VALID_CARD_TYPES: Final = frozenset({"visa", "mastercard", "amex"})
 """Twilio's default ``validCardTypes``: a Discover card is refused unless the IVR lists it."""
@@ -306,6 +311,9 @@ def _read_request(attributes: dict[str, str]) -> PayRequest:
     types = frozenset(attributes.get("validCardTypes", " ".join(sorted(DEFAULT_VALID_CARD_TYPES))).split())
     if not types or not types <= set(CARD_TYPES):
         raise _InvalidAttribute(f"validCardTypes={attributes['validCardTypes']!r}")
+    language = attributes.get("language", "en-US")
+    if language not in PAY_LANGUAGES:
+        raise _InvalidAttribute(f"language={language!r} (not a <Pay> language)")
     raw_postal = attributes.get("postalCode", "true").strip()
     postal: bool | str = (
         raw_postal.lower() == "true" if raw_postal.lower() in ("true", "false") else raw_postal
@@ -319,7 +327,7 @@ def _read_request(attributes: dict[str, str]) -> PayRequest:
         valid_card_types=types,
         token_type=token_type,
         payment_method=payment_method,
-        language=attributes.get("language", "en-US"),
+        language=language,
     )
 
 
@@ -340,7 +348,9 @@ class TwilioPayEmulator:
     at once, as does a processor that cannot be reached or refuses the request.
 
     ``tokenize`` is ``tokenize_card`` unless a test replaces it; ``today`` dates the
-    expiry check.
+    expiry check. With ``falls_through``, the last failed attempt does not request the
+    action: Twilio goes on to the verb after the ``<Pay>``, as its documentation of
+    ``maxAttempts`` allows (the IVR must then bring the caller back itself).
     """
 
     def __init__(
@@ -350,7 +360,9 @@ class TwilioPayEmulator:
         *,
         tokenize: Tokenizer = tokenize_card,
         today: Callable[[], date] = _today,
+        falls_through: bool = False,
     ) -> None:
+        self._falls_through = falls_through
         self._client = client
         self._cards = cards
         self._tokenize = tokenize
@@ -390,7 +402,10 @@ class TwilioPayEmulator:
                     "ConnectorError": f"{type(exc).__name__}: {exc}",
                 }
             return self._success(entry, valid, method, request)
-        return {**self._ended("too-many-failed-attempts", request), "PaymentError": error or ""}
+        failed = {**self._ended("too-many-failed-attempts", request), "PaymentError": error or ""}
+        if self._falls_through:
+            raise PayFellThrough(failed)
+        return failed
 
     def _tokenized(self, card: Card, valid: _Valid, request: PayRequest) -> MethodInfo:
         postal = card.postal_code if request.asks_postal_code else None

@@ -48,11 +48,13 @@ class Redirected:
 @dataclass(frozen=True)
 class Dialed:
     number: str
+    status: str = "completed"  # the DialCallStatus played: busy, no-answer, ...
 
 
 @dataclass(frozen=True)
 class Paid:
-    """A ``<Pay>``: the parameters the pay handler returned, as posted to the action."""
+    """A ``<Pay>``: the parameters the pay handler returned, as posted to the action (or,
+    when Twilio went on to the next verb instead, as it would have posted them)."""
 
     params: dict[str, str]
 

@@ -40,6 +40,28 @@ class WalkStopped(Exception):
     """Raised by a pay handler (or a key source) to end the walk with an ``Error`` event."""
 
 
+class PayFellThrough(Exception):  # noqa: N818 - an outcome, as Twilio names it
+    """Raised by a pay handler when Twilio, after ``maxAttempts``, goes on to the verb after
+    the ``<Pay>`` instead of requesting its ``action``
+    (https://www.twilio.com/docs/voice/twiml/pay, ``maxAttempts``)."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        super().__init__("the <Pay> ended without requesting its action")
+        self.params = params
+
+
+DIAL_STATUSES: Final = ("completed", "busy", "no-answer", "failed", "canceled")
+"""``DialCallStatus`` values a walk may be told to play (https://www.twilio.com/docs/voice/twiml/dial)."""
+
+# <Prompt> inside <Pay> (https://www.twilio.com/docs/voice/twiml/pay/prompt).
+PROMPT_STEPS: Final = ("payment-card-number", "expiration-date", "security-code", "postal-code",
+                       "bank-routing-number", "bank-account-number", "payment-processing")
+PROMPT_ERRORS: Final = ("timeout", "invalid-card-number", "invalid-card-type", "invalid-date",
+                        "invalid-security-code", "invalid-postal-code", "input-matching-failed",
+                        "invalid-bank-routing-number", "invalid-bank-account-number")
+PROMPT_CARD_TYPES: Final = ("visa", "mastercard", "amex", "maestro", "discover", "optima", "jcb",
+                            "diners-club", "enroute")
+
 def no_pay_handler(attributes: dict[str, str]) -> dict[str, str]:
     """The default: SecurePay's card step cannot be walked without saying what Twilio returns."""
     raise WalkStopped("this walker has no <Pay> handler: pass pay=... to walk()")
@@ -71,6 +93,7 @@ class Call(Protocol):
     seconds: float
     answered: bool
     final_status: str
+    dial_status: str
 
     @property
     def keys(self) -> KeySource: ...
@@ -162,31 +185,80 @@ def dial(call: Call, verb: ET.Element, url: str) -> Step:
     numbers += [(noun.text or "").strip() for noun in verb]
     if not numbers:
         return call.fail("<Dial> names no number", url)
+    status = call.dial_status
     for number in numbers:
-        call.emit(Dialed(number))
-    call.seconds += DIAL_SECONDS
+        call.emit(Dialed(number, status))
+    talked = status == "completed"
+    call.seconds += DIAL_SECONDS if talked else _int(verb, "timeout", 30)
     action = verb.get("action")
     if action is None:
+        if not talked:  # nobody answered: Twilio goes on with the next verb
+            return None
         # The conversation ends with the caller hanging up: nothing more is requested.
         call.emit(HungUp("caller"))
         return END
     params = {
-        "DialCallStatus": "completed",
+        "DialCallStatus": status,
         "DialCallSid": new_sid("CA"),
-        "DialCallDuration": str(DIAL_SECONDS),
+        "DialCallDuration": str(DIAL_SECONDS if talked else 0),
     }
     return call.follow(verb.get("method", "POST"), urljoin(url, action), params)
 
 
 def pay(call: Call, verb: ET.Element, url: str) -> Step:
+    if "method" in verb.attrib:
+        return call.fail("<Pay> has no method attribute (its action is always POSTed)", url)
+    heard = _prompts_heard(call, verb, url)
+    if heard is None:
+        return END
+    for said in heard:
+        call.emit(said)
+        call.seconds += max(1.0, len(said.text.split()) * 0.4)
     try:
         params = call.pay(dict(verb.attrib))
     except WalkStopped as exc:
         return call.fail(str(exc), url)
+    except PayFellThrough as ended:
+        call.emit(Paid(ended.params))
+        call.seconds += 60
+        return None  # Twilio goes on with the verb after the <Pay>
     call.emit(Paid(params))
     call.seconds += 60
     action = urljoin(url, verb.get("action") or url)
-    return call.follow(verb.get("method", "POST"), action, params)
+    return call.follow("POST", action, params)
+
+
+def _prompts_heard(call: Call, verb: ET.Element, url: str) -> list[Said] | None:
+    """The ``<Prompt>``s of a ``<Pay>``, checked as Twilio documents them; what a caller
+    hears on a first attempt that goes well (the prompts without ``errorType`` or
+    ``attempt``, in Twilio's order of the steps). None (and an ``Error``) if one is wrong."""
+    heard: dict[str, list[Said]] = {}
+    for prompt in verb:
+        step = prompt.get("for", "")
+        problem = None
+        if prompt.tag != "Prompt":
+            problem = f"<Pay> cannot hold <{prompt.tag}>"
+        elif step not in PROMPT_STEPS:
+            problem = f"<Prompt for={step!r}> is not a <Pay> step"
+        elif not set(prompt.get("errorType", "").split()) <= set(PROMPT_ERRORS):
+            problem = f"<Prompt errorType={prompt.get('errorType')!r}> is not a <Pay> error"
+        elif not set(prompt.get("cardType", "").split()) <= set(PROMPT_CARD_TYPES):
+            problem = f"<Prompt cardType={prompt.get('cardType')!r}> is not a card type"
+        elif any(not a.isdigit() or not 1 <= int(a) <= 10 for a in prompt.get("attempt", "").split()):
+            problem = f"<Prompt attempt={prompt.get('attempt')!r}> is not 1 to 10"
+        elif any(nested.tag not in ("Say", "Play", "Pause") for nested in prompt) or not len(prompt):
+            problem = "a <Prompt> holds <Say>, <Play> or <Pause>, and at least one"
+        if problem is not None:
+            call.fail(problem, url)
+            return None
+        if "errorType" in prompt.attrib or "attempt" in prompt.attrib or "cardType" in prompt.attrib:
+            continue
+        heard.setdefault(step, []).extend(
+            Said(" ".join("".join(nested.itertext()).split()), nested.get("language", "en-US"))
+            for nested in prompt
+            if nested.tag == "Say"
+        )
+    return [said for step in PROMPT_STEPS for said in heard.get(step, [])]
 
 
 def record(call: Call, verb: ET.Element, url: str) -> Step:

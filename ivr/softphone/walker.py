@@ -29,6 +29,7 @@ from ivr.softphone.transcript import (
 )
 from ivr.softphone.transports import HttpReply, Transport, TransportError
 from ivr.softphone.verbs import (
+    DIAL_STATUSES,
     END,
     VERBS,
     End,
@@ -62,6 +63,7 @@ class _Walk:
     seconds: float = 0.0
     answered: bool = False
     final_status: str = "completed"
+    dial_status: str = "completed"
 
     def emit(self, event: Event) -> None:
         self.transcript.events.append(event)
@@ -198,6 +200,7 @@ def walk(
     voice_path: str = "/ivr/voice",
     status_path: str | None = "/ivr/status",
     max_requests: int = MAX_REQUESTS,
+    dial_status: str = "completed",
 ) -> CallTranscript:
     """Place one simulated inbound call to the IVR behind ``transport`` and play it out.
 
@@ -210,6 +213,8 @@ def walk(
     parts = urlsplit(public_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise ValueError(f"public_url must be an http(s) base URL, got {public_url!r}")
+    if dial_status not in DIAL_STATUSES:
+        raise ValueError(f"dial_status must be one of {', '.join(DIAL_STATUSES)}, got {dial_status!r}")
     if call_sid is None:
         call_sid = new_sid("CA")
     elif len(call_sid) != 34 or not call_sid.startswith("CA") or not _is_hex(call_sid[2:]):
@@ -235,6 +240,7 @@ def walk(
         max_requests=max_requests,
         base=base,
         transcript=CallTranscript(call_sid),
+        dial_status=dial_status,
     )
     status_url = None if status_path is None else public_url + status_path
     return walker.run(public_url + voice_path, status_url)
@@ -252,6 +258,7 @@ class Softphone:
     auth_token: str
     public_url: str
     pay: PayHandler = no_pay_handler
+    dial_status: str = "completed"
 
     def call(
         self,
@@ -272,4 +279,5 @@ class Softphone:
             call_sid=call_sid,
             pay=self.pay,
             observer=observer,
+            dial_status=self.dial_status,
         )
