@@ -63,6 +63,10 @@ class SqlLedger:
         )
         return None if row is None else _attempt(row)
 
+    def attempt_by_id(self, attempt_id: str) -> AttemptView | None:
+        row = self._session.get(PaymentAttempt, attempt_id)
+        return None if row is None else _attempt(row)
+
     def open_attempt(
         self,
         *,

@@ -16,7 +16,9 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -301,3 +303,138 @@ class PostingAdjustment(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)  # what left the utility: posted negative
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     batch_id: Mapped[int] = mapped_column(ForeignKey("posting_batches.id", ondelete="RESTRICT"), index=True)
+
+
+# --- Auto Pay (issue 10): what the member agreed to, its history, and the drafts ------
+
+
+class AutopayEnrollment(Base):
+    """One Auto Pay agreement: what the member agreed to, when, through which channel.
+
+    The agreed terms (method, terms version, first bill covered, who and when) are never
+    changed once written: a new method is a new agreement, and the old one ends
+    (``cancelled``, reason ``replaced``). Only ``status`` and its reason and time move.
+    One live (active or suspended) agreement per account. Kept for as long as it lasts
+    and two years after (SECURITY 16a): the account cannot be deleted under it.
+    """
+
+    __tablename__ = "autopay_enrollments"
+    __table_args__ = (
+        CheckConstraint("channel IN ('ivr', 'portal', 'staff')", name="channel"),
+        CheckConstraint("status IN ('active', 'cancelled', 'suspended')", name="status"),
+        CheckConstraint("method_kind IN ('card', 'bank')", name="method_kind"),
+        CheckConstraint("length(method_last4) = 4", name="method_last4_length"),
+        CheckConstraint("consecutive_declines >= 0", name="declines_not_negative"),
+        Index(
+            "uq_autopay_enrollments_live_account",
+            "account_id",
+            unique=True,
+            postgresql_where=text("status IN ('active', 'suspended')"),
+            sqlite_where=text("status IN ('active', 'suspended')"),
+        ),
+        Index("ix_autopay_enrollments_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    # The stored method while it is on file; the snapshot below is what was agreed to.
+    payment_method_id: Mapped[int | None] = mapped_column(
+        ForeignKey("payment_methods.id", ondelete="SET NULL")
+    )
+    method_processor_id: Mapped[str] = mapped_column(String(64))
+    method_kind: Mapped[str] = mapped_column(String(4))
+    method_brand: Mapped[str] = mapped_column(String(32))
+    method_last4: Mapped[str] = mapped_column(String(4))
+    terms_version: Mapped[str] = mapped_column(String(20))
+    agreed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(6))
+    agreed_by: Mapped[str] = mapped_column(String(120))  # call SID, staff name, "portal"
+    # Bills due after this day are drafted: the bill already issued is not covered.
+    first_due_after: Mapped[date] = mapped_column(Date)
+    # A bank account authorized by phone: the <Record> of the caller's agreement.
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_reason: Mapped[str | None] = mapped_column(String(40))
+    consecutive_declines: Mapped[int] = mapped_column(Integer, default=0)
+    # A suspension is said on the member's next call, once.
+    suspension_told_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AutopayChange(Base):
+    """The history of the agreements, append-only: enrolled, method changed, cancelled,
+    suspended; by whom, through which channel, why."""
+
+    __tablename__ = "autopay_changes"
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('enrolled', 'method_changed', 'cancelled', 'suspended')", name="action"
+        ),
+        CheckConstraint("channel IN ('ivr', 'portal', 'staff', 'autopay')", name="channel"),
+        Index("ix_autopay_changes_account_at", "account_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("autopay_enrollments.id", ondelete="RESTRICT")
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(7))
+    actor: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class AutopayNotice(Base):
+    """A written notice to the member (the terms, a change, a decline): what was sent,
+    to which masked address, and when; kept as the trail of what the member was told."""
+
+    __tablename__ = "autopay_notices"
+    __table_args__ = (
+        CheckConstraint("medium IN ('email', 'text')", name="medium"),
+        Index("ix_autopay_notices_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("autopay_enrollments.id", ondelete="RESTRICT")
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    medium: Mapped[str] = mapped_column(String(5))
+    to_masked: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failure: Mapped[str | None] = mapped_column(String(200))
+
+
+class AutopayDraft(Base):
+    """One bill drafted by Auto Pay: at most one per account and due date, written with
+    its payment attempt before the processor is called (the attempt's id is the key)."""
+
+    __tablename__ = "autopay_drafts"
+    __table_args__ = (
+        UniqueConstraint("account_id", "due_date", name="uq_autopay_drafts_account_due"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'processing', 'declined', 'failed', 'unknown')",
+            name="status",
+        ),
+        Index("ix_autopay_drafts_enrollment_id", "enrollment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("autopay_enrollments.id", ondelete="RESTRICT")
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    due_date: Mapped[date] = mapped_column(Date)
+    attempt_id: Mapped[str] = mapped_column(ForeignKey("payment_attempts.id"), unique=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

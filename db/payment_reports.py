@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from db.models import Account, Payment, PaymentAttempt
+from db.models import Account, AutopayDraft, Payment, PaymentAttempt
 
 __all__ = ["AttemptLine", "DayWindow", "PaymentLine", "attempts_made", "payments_taken"]
 
@@ -64,6 +64,7 @@ class PaymentLine:
     method_brand: str
     method_last4: str
     status: str
+    channel: str = "ivr"  # "autopay" for an Auto Pay draft
 
 
 def payments_taken(session: Session, window: DayWindow) -> list[PaymentLine]:
@@ -80,9 +81,11 @@ def payments_taken(session: Session, window: DayWindow) -> list[PaymentLine]:
             PaymentAttempt.method_brand,
             PaymentAttempt.method_last4,
             Payment.status,
+            case((AutopayDraft.id.is_not(None), "autopay"), else_="ivr").label("channel"),
         )
         .join(Account, Account.id == Payment.account_id)
         .join(PaymentAttempt, PaymentAttempt.id == Payment.attempt_id)
+        .outerjoin(AutopayDraft, AutopayDraft.attempt_id == Payment.attempt_id)
         .where(Payment.taken_at >= window.start, Payment.taken_at < window.end)
         .order_by(Payment.taken_at, Payment.id)
     )

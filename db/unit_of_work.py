@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.ledger import SqlLedger
 from db.repositories import SqlAccounts, SqlCalls, SqlCredentials, SqlEvents, utcnow
 from db.stored_methods import SqlStoredMethods
+from payments.autopay_enrollment import SqlFlowAutopay
 
 
 class SqlUnitOfWork:
@@ -37,6 +38,7 @@ class SqlUnitOfWork:
         self.events = SqlEvents(self.session, process, os_user, host, clock)
         self.ledger = SqlLedger(self.session)
         self.methods = SqlStoredMethods(self.session, by_phone=True)  # the IVR's view
+        self.autopay = SqlFlowAutopay(self.session)
 
     def commit(self) -> None:
         """Chain the trail events recorded so far and commit everything.

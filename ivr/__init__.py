@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     from ivr.pinhash import Argon2PinHasher, DeferredPinHasher
     from ivr.prompts import Catalog
     from ivr.services import Services, SystemClock
+    from payments.autopay_notices import build_autopay_notices
     from payments.receipts import build_receipt_dispatcher
     from payments.texts import build_text_receipts
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         flow_config=FlowConfig.from_settings(settings),
         gateway=_metered(_gateway(settings)) if settings.metrics_enabled else _gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
+        autopay_notices=build_autopay_notices(settings, sessions, clock),
     )
     services.texter = build_text_receipts(settings, services.unit_of_work)
     services.init_app(app)

@@ -12,12 +12,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.unit_of_work import SqlUnitOfWork
-from ivr.flows.context import Ctx, FlowConfig, NoNotifier, Notifier, ReceiptTexter
+from ivr.flows.context import Ctx, FlowConfig, NoNotices, NoNotifier, Notifier, ReceiptTexter
 from ivr.flows.engine import FlowEngine
 from ivr.flows.pin_policy import PinPolicy
 from ivr.flows.ports import CallRecord, Clock, PinHasher, UnitOfWork
 from ivr.prompts import Catalog
 from ivr.settings import Settings
+from payments.autopay_notices import AutopayNotices
 from payments.gateway import PaymentGateway
 
 EXTENSION_KEY = "securepay"
@@ -44,6 +45,7 @@ class Services:
     gateway: PaymentGateway | None = None  # None without STRIPE_API_KEY: payments are off
     notifier: Notifier = field(default_factory=NoNotifier)
     texter: ReceiptTexter | None = None  # None without SECUREPAY_SMS_FROM: texts are off
+    autopay_notices: AutopayNotices | None = None  # Auto Pay's written notices (issue 10)
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def init_app(self, app: Flask) -> None:
@@ -67,6 +69,7 @@ class Services:
             gateway=self.gateway,
             notifier=self.notifier,
             texter=self.texter,
+            notices=self.autopay_notices or NoNotices(),
         )
 
 

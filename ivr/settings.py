@@ -227,6 +227,21 @@ class Settings:
     audit_anchor_file: str | None = None
     # Proxies in front of the app that set X-Forwarded-For/-Proto (nginx: 1). 0 trusts none.
     proxy_count: int = 0
+    language_timeout_seconds: int = 2
+    menu_timeout_seconds: int = 6
+    entry_timeout_seconds: int = 8
+    card_timeout_seconds: int = 10
+    closed_days_file: str | None = None
+    closed_days: frozenset[date] = frozenset()
+    sms_from: str | None = None  # a +1 number or a messaging service SID (MG...): texts on
+    twilio_account_sid: str | None = None
+    twilio_api_key: str | None = None  # SK...: with its secret, used instead of the auth token
+    twilio_api_secret: Secret | None = None
+    # Auto Pay (issue 10): bank accounts by phone only with the agreement <Record>ed;
+    # declines in a row that suspend it; the most one run drafts.
+    autopay_record_consent: bool = False
+    autopay_declines_to_suspend: int = 2
+    autopay_run_cap_cents: int = 25_000_000
 
     def require_web(self) -> None:
         """What the web service needs to start (the webhooks verify and hash); else a
@@ -240,16 +255,6 @@ class Settings:
         if self.pepper is None:
             raise SettingsError("SECUREPAY_PEPPER is not set: the PIN and SSN hashing key is required")
         return self.pepper
-    language_timeout_seconds: int = 2
-    menu_timeout_seconds: int = 6
-    entry_timeout_seconds: int = 8
-    card_timeout_seconds: int = 10
-    closed_days_file: str | None = None
-    closed_days: frozenset[date] = frozenset()
-    sms_from: str | None = None  # a +1 number or a messaging service SID (MG...): texts on
-    twilio_account_sid: str | None = None
-    twilio_api_key: str | None = None  # SK...: with its secret, used instead of the auth token
-    twilio_api_secret: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -397,4 +402,9 @@ class Settings:
             twilio_account_sid=account_sid,
             twilio_api_key=api_key,
             twilio_api_secret=api_secret,
+            autopay_record_consent=_flag(env, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
+            autopay_declines_to_suspend=_int(env, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND", 2),
+            autopay_run_cap_cents=_cents(
+                "SECUREPAY_AUTOPAY_RUN_CAP", text("SECUREPAY_AUTOPAY_RUN_CAP") or "250000.00"
+            ),
         )

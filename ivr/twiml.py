@@ -91,6 +91,17 @@ def render(reply: Reply, style: Style) -> str:
         # After maxAttempts Twilio may go on here instead of requesting the action:
         # the step then hears no result and offers the card again.
         response.redirect(url, method="POST")
+    if reply.record is not None:
+        # Never during <Pay> (SECURITY 16a): its own step, after the terms were read.
+        response.record(
+            action=url,
+            method="POST",
+            max_length=reply.record.max_length_seconds,
+            timeout=reply.record.timeout_seconds,
+            finish_on_key="#",
+            play_beep=True,
+        )
+        response.redirect(url, method="POST")  # no audio: Twilio goes on here, no input
     if reply.dial is not None:
         # Verbs after a <Dial action> are never reached: the action's answer goes on.
         response.dial(reply.dial.number, action=url, method="POST")

@@ -34,6 +34,8 @@ ENDED_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
 # ``ProfileId``: the Stripe connector's customer for the method (issue 8, item 2), an id.
 PAY_FIELDS = ("Result", "PaymentToken", "PaymentCardNumber", "PaymentCardType", "ExpirationDate", "ProfileId")
 PAY_ERROR_FIELDS = ("PaymentError", "PayErrorCode", "ConnectorError")
+# What a <Record> callback hands to the flow: the recording's id and length (not its URL).
+RECORD_FIELDS = ("RecordingSid", "RecordingDuration")
 
 
 def _xml(body: str, status: int = 200) -> Response:
@@ -81,6 +83,8 @@ def _apology() -> str:
 
 def _digits() -> str | None:
     form = request.form
+    if "RecordingSid" in form:  # a <Record> callback: the recording stands for the keys
+        return "recorded"
     if "Result" in form:  # a <Pay> callback: its outcome stands where keys would
         return form["Result"][:40]
     if "DialCallStatus" in form:  # the end of a <Dial>: how it ended
@@ -95,7 +99,7 @@ def _digits() -> str | None:
 
 def _pay_payload() -> dict[str, str]:
     form = request.form
-    payload = {name: form[name][:64] for name in PAY_FIELDS if name in form}
+    payload = {name: form[name][:64] for name in (*PAY_FIELDS, *RECORD_FIELDS) if name in form}
     payload.update({name: form[name][:200] for name in PAY_ERROR_FIELDS if name in form})
     return payload
 

@@ -74,7 +74,7 @@ def _row(line: PaymentLine, window: DayWindow) -> dict[str, str]:
         "processor_id": line.processor_id,
         "method_brand": line.method_brand,
         "method_last4": line.method_last4,
-        "channel": "ivr",
+        "channel": line.channel,
         "status": line.status,
     }
 
@@ -105,7 +105,7 @@ def export_command(
 
     Columns: taken_at (ISO 8601, UTC), local_date (the utility's zone), account_number,
     amount (dollars, e.g. 123.45), confirmation, processor_id, method_brand,
-    method_last4, channel, status.
+    method_last4, channel (ivr, or autopay for an Auto Pay draft), status.
     """
     if batch or reexport is not None:
         if batch and reexport is not None:

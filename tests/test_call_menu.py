@@ -60,11 +60,11 @@ def test_nine_repeats_the_balance_and_the_menu(app: Flask, phone: Softphone) -> 
     assert text.count("Your balance is 123 dollars and 45 cents") == 2
 
 
-def test_auto_pay_points_to_the_portal_and_returns_to_the_menu(app: Flask, phone: Softphone) -> None:
+def test_auto_pay_explains_itself_and_star_returns_to_the_menu(app: Flask, phone: Softphone) -> None:
     add_members(app, Member("10004821", phones=[CALLER]))
-    call = phone.call(CALLER, ["1", PIN, "4"])
-    assert "Auto Pay is set up in our online member portal." in call.said_text()
-    assert call.last_said() == OPTIONS
+    call = phone.call(CALLER, ["1", PIN, "4", "*"])
+    assert "Auto Pay pays each new bill in full on its due date" in call.said_text()  # issue 10
+    assert call.last_said().startswith(MENU)
 
 
 def test_member_services_in_business_hours_dials_the_configured_number(

@@ -99,6 +99,8 @@ def test_the_portal_api_keeps_to_its_document(fuzz_app: Flask) -> None:
         "DELETE /accounts/{account}/payment-methods/{method_id}",
         "GET /accounts/{account}/phones", "POST /accounts/{account}/phones",
         "DELETE /accounts/{account}/phones/{phone_id}",  # the document itself is left out
+        "GET /accounts/{account}/autopay", "PUT /accounts/{account}/autopay",
+        "DELETE /accounts/{account}/autopay",
     }
     statuses: Counter[int] = Counter()
     for operation in operations:

@@ -49,6 +49,9 @@ def test_defaults_are_a_demo_utility() -> None:
     ({**BASE, "SECUREPAY_VOICE_ES": "Polly.Celine"}, "SECUREPAY_VOICE_ES"),
     ({**BASE, "SECUREPAY_VOICE_EN": "Polly.Nobody-Neural"}, "SECUREPAY_VOICE_EN"),
     ({**BASE, "SECUREPAY_VOICE_EN": "alice"}, "SECUREPAY_VOICE_EN"),
+    ({**BASE, "SECUREPAY_AUTOPAY_RECORD_CONSENT": "maybe"}, "SECUREPAY_AUTOPAY_RECORD_CONSENT"),
+    ({**BASE, "SECUREPAY_AUTOPAY_RUN_CAP": "0"}, "SECUREPAY_AUTOPAY_RUN_CAP"),
+    ({**BASE, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND": "0"}, "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as caught:
@@ -249,3 +252,15 @@ def test_the_pepper_is_needed_only_by_what_hashes(tmp_path: Path) -> None:
         settings.require_pepper()
     with pytest.raises(SettingsError, match="SECUREPAY_PEPPER"):
         create_app(Settings.from_env({"TWILIO_AUTH_TOKEN": "a-token"}))
+
+
+def test_auto_pay_settings() -> None:
+    default = Settings.from_env(BASE)
+    assert not default.autopay_record_consent  # bank accounts through the portal
+    assert (default.autopay_declines_to_suspend, default.autopay_run_cap_cents) == (2, 25_000_000)
+    settings = Settings.from_env({
+        **BASE, "SECUREPAY_AUTOPAY_RECORD_CONSENT": "on", "SECUREPAY_AUTOPAY_RUN_CAP": "1000.50",
+        "SECUREPAY_AUTOPAY_DECLINES_TO_SUSPEND": "3",
+    })
+    assert settings.autopay_record_consent
+    assert (settings.autopay_declines_to_suspend, settings.autopay_run_cap_cents) == (3, 100_050)

@@ -395,7 +395,7 @@ def test_a_looping_ivr_fails_loudly_at_the_request_bound(app: Flask, phone: Soft
         ("1", "the IVR answered HTTP 500", 500),
         ("2", "the TwiML root is <Html>, not <Response>", 200),
         ("3", "the IVR answered text/plain, not text/xml", 200),
-        ("4", "<Record> is not a verb this walker plays", None),
+        ("4", "<Enqueue> is not a verb this walker plays", None),
         ("5", "the IVR answered malformed XML", 200),
         ("6", "<Pay> has no method attribute", None),
         ("7", "<Prompt for='card-number'> is not a <Pay> step", None),

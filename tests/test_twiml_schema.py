@@ -8,6 +8,8 @@ state of the call flow answer only schema-valid TwiML.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import stripe
 import xmlschema
@@ -19,6 +21,7 @@ from ivr.flows.call_flow import CALL_FLOW
 from ivr.services import EXTENSION_KEY
 from ivr.softphone import FlaskTransport, Softphone
 from ivr.softphone.pay import ScriptedCards, TwilioPayEmulator
+from payments.gateway import MethodInfo
 from tests.conftest import TEST_ENV
 from tests.faulty_gateway import FaultyGateway
 from tests.ledger_checks import DECLINES_AT_CHARGE, VISA
@@ -146,6 +149,12 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     (STRANGER, ["1", "10009999#", "0"], ()),
     # (paid in full above) a card that fails Twilio's checks twice: try again is offered
     (CALLER, ["1", PIN, "2", "10#", "2", "2"], ("4242424242424241 12/30 123",) * 2),
+    # Auto Pay (issue 10): enroll with a new card, terms repeated, agreed, the current bill
+    # not paid now; then change to the stored card, agree; then cancel, keep, cancel
+    (SHARED, ["1", "1", PIN, "4", "1", "9", "1", "2", "4", "1", "1", "1", "4", "2", "2", "2", "1"],
+     (VISA,)),
+    # Auto Pay with a card that fails Twilio's checks twice: try again is offered
+    (SHARED, ["1", "2", PIN, "4", "1", "2"], ("4242424242424241 12/30 123",) * 2),
     # (last: the PIN changes) Spanish, keyed, wrong PIN, forgot it, SSN, new PIN, another
     # amount, card saved with the payment, back to the menu, another amount, a new card
     # (the saved one is offered) declined at the charge, another method, back, transfer.
@@ -175,8 +184,17 @@ def test_whole_calls_through_every_state_answer_only_valid_twiml(
 
     for caller, keys, cards in SCRIPTS:
         softphone(*cards).call(caller, keys)
-    # The processor times out before charging: the outcome is unknown, the call ends.
     services = app.extensions[EXTENSION_KEY]
+    # Auto Pay with a bank account, its spoken authorization taken by <Record>.
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    with app.app_context(), services.unit_of_work() as uow:
+        bank = MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None)
+        account = uow.accounts.by_number("10006666")
+        assert account is not None
+        uow.methods.add(account.id, bank, created_via="portal", now=services.clock.now())
+        uow.commit()
+    softphone().call(SHARED, ["1", "2", PIN, "4", "1", "1", "1"])
+    # The processor times out before charging: the outcome is unknown, the call ends.
     services.gateway = FaultyGateway(services.gateway, ["timeout_before_charge"])
     softphone(VISA).call(CALLER, ["1", NEW_PIN, "2", "10#", "8", "2", "1"])
 

@@ -90,7 +90,7 @@ BROKEN = {  # body, status, content type
     "1": ("<html>Internal Server Error</html>", 500, "text/html"),
     "2": ("<Html><Say>Hi</Say></Html>", 200, "text/xml"),
     "3": ("<Response><Say>Hi</Say></Response>", 200, "text/plain"),
-    "4": ("<Response><Record/></Response>", 200, "text/xml"),
+    "4": ("<Response><Enqueue>support</Enqueue></Response>", 200, "text/xml"),
     "5": ("<Response><Say>Hi</Response>", 200, "text/xml"),
     # https://www.twilio.com/docs/voice/twiml/pay: <Pay> has no method attribute ...
     "6": ('<Response><Pay paymentConnector="Stripe_Connector" tokenType="payment-method" '

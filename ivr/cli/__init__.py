@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.cli import db_group, import_group
 from ivr import create_app
 from ivr.cli.audit import audit_group
+from ivr.cli.autopay import autopay_group
 from ivr.cli.call import call_command
 from ivr.cli.calls import calls_group
 from ivr.cli.config import config_group
@@ -79,6 +80,7 @@ def serve(host: str, port: int) -> None:
 
 
 main.add_command(audit_group)
+main.add_command(autopay_group)
 main.add_command(db_group)
 main.add_command(import_group)
 main.add_command(pin_group)

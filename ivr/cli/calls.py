@@ -23,6 +23,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from callcapture import InvalidPhoneNumber, normalize_on_file
+from db.autopay import SqlAutopay
 from db.call_reports import (
     OUTCOMES,
     AttemptLine,
@@ -416,7 +417,7 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "n/a"
 
 
-def _report(stats: CallStats, window: DayWindow) -> list[str]:
+def _report(stats: CallStats, window: DayWindow, autopay: str | None = None) -> list[str]:
     def plural(count: int, word: str) -> str:
         return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -433,6 +434,8 @@ def _report(stats: CallStats, window: DayWindow) -> list[str]:
         ("lockouts", f"{plural(stats.lockouts, 'account')} locked; "
                      f"{plural(stats.locked_out_calls, 'call')} ended locked out"),
     ]
+    if autopay is not None:
+        figures.append(("Auto Pay", autopay))
     lines = [f"Calls {window}"]
     lines.extend(f"  {name + ':':<21}{value}" for name, value in figures)
     lines.append("")
@@ -460,6 +463,15 @@ def _report(stats: CallStats, window: DayWindow) -> list[str]:
     return lines
 
 
+def _autopay_figure(changes: dict[str, int], live: dict[str, int]) -> str:
+    """Auto Pay changes made in the window (every channel), and agreements standing now."""
+    made = ", ".join(
+        f"{action.replace('_', ' ')} {changes.get(action, 0)}"
+        for action in ("enrolled", "method_changed", "cancelled", "suspended")
+    )
+    return f"{made}; now active {live['active']}, suspended {live['suspended']}"
+
+
 @calls_group.command("stats")
 @window_options
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), metavar="FILE.png",
@@ -482,8 +494,10 @@ def stats_command(since: str | None, until: str | None, plot: Path | None) -> No
             fail("--plot needs matplotlib, an extra: pip install 'securepay[plot]'", 1)
     with services.sessions() as session:
         trails = call_trails(session, window)
+        autopay = SqlAutopay(session)
+        changes, live = autopay.count_changes(window.start, window.end), autopay.count_live()
     stats = compute(trails, window.zone)
-    click.echo("\n".join(_report(stats, window)))
+    click.echo("\n".join(_report(stats, window, _autopay_figure(changes, live))))
     if plot is not None:
         try:
             draw(stats, plot, title=f"{services.settings.utility_name}: calls {window}")

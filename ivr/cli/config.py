@@ -51,6 +51,7 @@ _VARIABLES = {
     "twilio_account_sid": "TWILIO_ACCOUNT_SID",
     "twilio_api_key": "TWILIO_API_KEY",
     "twilio_api_secret": "TWILIO_API_SECRET",
+    "autopay_run_cap_cents": "SECUREPAY_AUTOPAY_RUN_CAP",
 }
 
 # Fields that hold a secret (SECURITY 19a). When the settings hold secrets in a type of

@@ -8,16 +8,18 @@ one prompt per language in ``ivr/prompts``. ``Flow.define`` checks the table at 
 
 from __future__ import annotations
 
-from ivr.flows import charge, fast_lane, identify, payment, pin, texting
+from ivr.flows import autopay, charge, fast_lane, identify, payment, pin, texting
 from ivr.flows.machine import (
     DIAL_RESULT,
     ENTERED,
     PAY_RESULT,
+    RECORDED,
     REPEAT,
     Entry,
     Flow,
     Menu,
     Pay,
+    Record,
     Say,
     State,
     Transfer,
@@ -27,7 +29,6 @@ from ivr.flows.menu import (
     after_transfer,
     enter_account_menu,
     member_services_from,
-    notice_then,
     speak_account_menu,
 )
 
@@ -65,7 +66,7 @@ CALL_FLOW = Flow.define(
         # -- 2.4 account menu (`1`: the one-press offer, else the full balance) ------------
         State("account_menu", speak_account_menu, Menu(),
               on={"1": fast_lane.pay_now, "2": payment.pay_other, "3": payment.say_last_payment,
-                  "4": notice_then("account_menu", "autopay_in_portal"),
+                  "4": autopay.open_autopay,
                   "5": identify.another_account,
                   "0": member_services_from("account_menu"), "9": REPEAT},
               guard="verified", enter=enter_account_menu),
@@ -95,6 +96,28 @@ CALL_FLOW = Flow.define(
         State("payment_declined", said("payment_declined"), Menu(),
               on={"1": charge.another_method, "2": "account_menu", "9": REPEAT}, guard="verified"),
         State("payment_unknown", said("payment_unknown"), Say(), outcome="payment-unknown"),
+        # -- 2.10 Auto Pay (ivr/flows/autopay.py) -----------------------------------------
+        State(autopay.INTRO, said("autopay_intro"), Menu(),
+              on={"1": autopay.start_enroll, "*": "account_menu", "9": REPEAT}, guard="verified"),
+        State(autopay.METHODS, autopay.speak_methods, Menu(),
+              on={**{str(k): autopay.method_chosen for k in range(1, 8)},
+                  "8": autopay.new_card, "*": autopay.back, "9": REPEAT},
+              guard="verified"),
+        State(autopay.CARD, said("autopay_card_entry"), Pay(max_attempts=2, prompts=payment.card_prompts),
+              on={PAY_RESULT: autopay.card_collected}, guard="verified"),
+        State(autopay.RETRY, said("card_retry"), Menu(),
+              on={"1": autopay.retry_card, "2": "account_menu", "9": REPEAT}, guard="verified"),
+        State(autopay.TERMS, autopay.speak_terms, Menu(),
+              on={"1": autopay.agree, "2": autopay.decline, "9": REPEAT}, guard="verified"),
+        State(autopay.RECORD, said("autopay_record_consent"), Record(),
+              on={RECORDED: autopay.recorded}, guard="verified"),
+        State(autopay.PAY_NOW, autopay.speak_pay_now, Menu(),
+              on={"1": autopay.pay_now, "2": "account_menu", "9": REPEAT}, guard="verified"),
+        State(autopay.ENROLLED, autopay.speak_enrolled, Menu(),
+              on={"1": autopay.change_method, "2": autopay.CANCEL, "*": "account_menu", "9": REPEAT},
+              guard="verified"),
+        State(autopay.CANCEL, said("autopay_cancel_confirm"), Menu(),
+              on={"1": autopay.cancel, "2": autopay.ENROLLED, "9": REPEAT}, guard="verified"),
         # -- 2.8, 2.9 and the polite ends -------------------------------------------------
         State("transfer", said("transfer"), Transfer(),
               on={DIAL_RESULT: after_transfer(("account_menu", "pin_referral"))}, outcome="transferred"),

@@ -38,6 +38,17 @@ class ReceiptTexter(Protocol):
         ...
 
 
+class NoticeSender(Protocol):
+    def dispatch(self, notice_ids: list[int]) -> None:
+        """Send written notices (Auto Pay's) after the commit; never raises, never blocks."""
+        ...
+
+
+class NoNotices:
+    def dispatch(self, notice_ids: list[int]) -> None:
+        return None
+
+
 class CallMoved(Exception):
     """Another request moved the call on while this one was between transactions."""
 
@@ -85,6 +96,7 @@ class FlowConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     closed_days: frozenset[date] = frozenset()  # member services closed all day (holidays)
     texts_on: bool = False  # text receipts (key 3 after a payment) are offered
+    autopay_record_consent: bool = False  # bank accounts enrolled by phone, recorded
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -114,6 +126,7 @@ class FlowConfig:
             ),
             closed_days=settings.closed_days,
             texts_on=settings.sms_from is not None,
+            autopay_record_consent=settings.autopay_record_consent,
         )
 
 
@@ -130,6 +143,7 @@ class Ctx:
     gateway: PaymentGateway | None = None
     notifier: Notifier = field(default_factory=NoNotifier)
     texter: ReceiptTexter | None = None  # None: text receipts are off
+    notices: NoticeSender = field(default_factory=NoNotices)
     payload: Mapping[str, str] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)

@@ -17,6 +17,7 @@ from ivr.flows.machine import (
     ENTERED,
     MISS,
     PAY_RESULT,
+    RECORDED,
     REPEAT,
     Action,
     Entry,
@@ -25,11 +26,12 @@ from ivr.flows.machine import (
     Menu,
     Pay,
     Phrase,
+    Record,
     Say,
     State,
     Transfer,
 )
-from ivr.flows.reply import Dial, Gather, PayPrompt, PayRequest, Reply, Speech
+from ivr.flows.reply import Dial, Gather, PayPrompt, PayRequest, RecordRequest, Reply, Speech
 from ivr.flows.speech import say_card_types
 from ivr.prompts import Catalog
 
@@ -132,6 +134,8 @@ class FlowEngine:
     def _target(self, state: State, digits: str | None) -> str | Action:
         if isinstance(state.input, Pay):
             return state.on[PAY_RESULT]
+        if isinstance(state.input, Record):
+            return state.on[RECORDED] if digits is not None else state.timeout
         if isinstance(state.input, Transfer):
             return state.on[DIAL_RESULT]
         if isinstance(state.input, Menu):
@@ -204,6 +208,9 @@ class FlowEngine:
         spec = state.input
         if isinstance(spec, Transfer):
             return Reply(step=call.step, speech=speech, dial=Dial(ctx.config.member_services_number))
+        if isinstance(spec, Record):
+            record = RecordRequest(spec.max_length_seconds, spec.timeout_seconds)
+            return Reply(step=call.step, speech=speech, record=record)
         seconds = ctx.config.timeouts.seconds(spec.wait)
         if isinstance(spec, Pay):
             return Reply(step=call.step, speech=speech, pay=self._pay_request(ctx, spec, seconds))

@@ -125,8 +125,20 @@ class Transfer:
     kind: Literal["dial"] = "dial"
 
 
+@dataclass(frozen=True)
+class Record:
+    """The caller's voice recorded by Twilio ``<Record>`` (an oral authorization); the
+    recording's sid and duration are handed to ``on['recorded']`` in ``ctx.payload``.
+    Never a ``<Pay>`` state: card digits are not recorded."""
+
+    kind: Literal["record"] = "record"
+    max_length_seconds: int = 30
+    timeout_seconds: int = 5
+
+
 ENTERED = "entered"
 PAY_RESULT = "result"
+RECORDED = "recorded"
 DIAL_RESULT = "result"
 
 
@@ -134,7 +146,7 @@ DIAL_RESULT = "result"
 class State:
     name: str
     speak: Speaker
-    input: Menu | Entry | Say | Pay | Transfer
+    input: Menu | Entry | Say | Pay | Transfer | Record
     on: Mapping[str, Target] = field(default_factory=dict)
     timeout: Target = MISS
     invalid: Target = MISS
@@ -212,6 +224,8 @@ class Flow:
                 raise FlowDefinitionError(f"end state {name!r} takes no input")
             if isinstance(state.input, Pay | Transfer) and set(state.on) != {PAY_RESULT}:
                 raise FlowDefinitionError(f"{state.input.kind} state {name!r} only takes 'result'")
+            if isinstance(state.input, Record) and set(state.on) != {RECORDED}:
+                raise FlowDefinitionError(f"record state {name!r} only takes 'recorded'")
             if isinstance(state.input, Entry) and set(state.on) - {ENTERED, "*", "#"}:
                 raise FlowDefinitionError(f"entry state {name!r} only takes 'entered', '*' and '#'")
             if isinstance(state.input, Menu) and any(len(key) != 1 for key in state.on):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ivr.flows.autopay import suspension_notice
 from ivr.flows.context import Ctx
 from ivr.flows.fast_lane import offer_phrase, prepare_offer
 from ivr.flows.machine import Action, Go, Phrase, speaks
@@ -21,12 +22,16 @@ from ivr.flows.texting import REFUSED_PROMPTS, news_phrases, take_text_news
     "menu_pay_full",
     "account_menu_options",
     *REFUSED_PROMPTS.values(),
+    "autopay_suspended_method_removed",
+    "autopay_suspended_method_unusable",
+    "autopay_suspended_declines",
+    "autopay_suspended_notice",
 )
 def speak_account_menu(ctx: Ctx) -> list[Phrase]:
     account = ctx.account()
     lang = ctx.lang
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    phrases: list[Phrase] = news_phrases(ctx)
+    phrases: list[Phrase] = [*suspension_notice(ctx), *news_phrases(ctx)]  # said once each
     balance = account.balance_cents
     if balance > 0:
         key = "balance_overdue" if account.due_date < today else "balance_due"

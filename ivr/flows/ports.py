@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from payments.autopay_terms import Cancelled, Enrolled, EnrollmentView, Wording
 from payments.gateway import MethodInfo
 
 PinOrigin = Literal["member", "legacy", "none"]
@@ -288,6 +289,30 @@ class StoredMethods(Protocol):
     def set_customer_id(self, account_id: int, customer_id: str) -> str: ...
 
 
+class AutopayStore(Protocol):
+    """Auto Pay as the phone sees it (issue 10): one store with the portal and staff."""
+
+    def live(self, account_id: int) -> EnrollmentView | None: ...
+
+    def enroll(
+        self, account_id: int, method_id: int, *, actor: str, wording: Wording, now: datetime,
+        recording_sid: str | None = None,
+    ) -> Enrolled:
+        """Enroll with the stored method ``method_id``, or change to it; the notice with
+        the terms is written, to be sent after the commit."""
+        ...
+
+    def cancel(self, account_id: int, *, actor: str, wording: Wording, now: datetime) -> Cancelled: ...
+
+    def take_untold_suspension(self, account_id: int, now: datetime) -> EnrollmentView | None:
+        """A suspension not yet said to the member; marked said."""
+        ...
+
+    def drafted(self, account_id: int, due_date: date) -> bool:
+        """Whether the bill due on ``due_date`` has been drafted already."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """An aware UTC datetime."""
@@ -333,6 +358,9 @@ class UnitOfWork(Protocol):
 
     @property
     def methods(self) -> StoredMethods: ...
+
+    @property
+    def autopay(self) -> AutopayStore: ...
 
     def commit(self) -> None: ...
 

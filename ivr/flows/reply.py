@@ -44,6 +44,15 @@ class PayRequest:
 
 
 @dataclass(frozen=True)
+class RecordRequest:
+    """Twilio ``<Record>``: the caller's spoken authorization, ended by ``#``; no audio
+    falls through to a redirect (no input)."""
+
+    max_length_seconds: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class Dial:
     """A transfer; when it ends (``DialCallStatus``), Twilio asks the step again."""
 
@@ -62,5 +71,6 @@ class Reply:
     speech: tuple[Speech, ...] = ()
     gather: Gather | None = None
     pay: PayRequest | None = None
+    record: RecordRequest | None = None
     dial: Dial | None = None
     hangup: bool = False

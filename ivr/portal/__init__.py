@@ -6,6 +6,7 @@ removing methods at the processor and on file), ``routes`` (the views) and ``ope
 (the document served at ``/api/v1/openapi.json``).
 """
 
+from ivr.portal import autopay as _autopay  # noqa: F401 -- registers the Auto Pay routes on bp
 from ivr.portal.routes import bp
 
 __all__ = ["bp"]

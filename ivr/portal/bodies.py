@@ -102,3 +102,18 @@ def _strings(
             raise _invalid(f"field {shown!r} is longer than {max_length} characters")
         values[name] = value
     return values
+
+
+def object_fields(*names: str) -> dict[str, object]:
+    """The request's JSON body, an object of exactly ``names`` (values of any JSON type,
+    checked by the caller)."""
+    body = _load()
+    if not isinstance(body, dict):
+        raise _invalid(f"the body must be a JSON object with the field(s) {', '.join(names)}")
+    extra = sorted(_name(field) for field in body if field not in names)
+    if extra:
+        raise _invalid(f"unexpected field(s): {', '.join(extra)}; expected {', '.join(names)}")
+    for name in names:
+        if name not in body:
+            raise _invalid(f"missing field {name!r}")
+    return {name: body[name] for name in names}

@@ -425,6 +425,116 @@ _DOCUMENT: dict[str, Any] = {
 }
 
 
+# -- Auto Pay (issue 10) ----------------------------------------------------------------
+
+_AUTOPAY_PATH = {
+    "parameters": [_ACCOUNT],
+    "get": {
+        "operationId": "getAutopay",
+        "tags": ["auto pay"],
+        "summary": "The account's Auto Pay enrollment (active or suspended)",
+        "responses": {
+            "200": _json(_schema("Autopay"), "The enrollment."),
+            "404": _error(
+                "No such account, or not enrolled.", ["account_not_found", "autopay_not_found", "not_found"]
+            ),
+            **_COMMON,
+        },
+    },
+    "put": {
+        "operationId": "putAutopay",
+        "tags": ["auto pay"],
+        "summary": "Enroll in Auto Pay, or change its payment method",
+        "description": (
+            "The member agrees to the terms of `terms_version` (the version in force): the full "
+            "balance of each bill is charged on its due date to the stored method "
+            "`payment_method_id`, starting with the first bill due after the current due date "
+            "(a bill already issued is not covered: `first_due_after`). The phone and the "
+            "portal share the enrollment. The member is sent the terms in writing. The same "
+            "method again answers 200 and changes nothing."
+        ),
+        "requestBody": {"required": True, "content": {JSON: {"schema": _schema("AutopayRequest")}}},
+        "responses": {
+            "200": _json(_schema("Autopay"), "The method changed (or was already this one)."),
+            "201": _json(_schema("Autopay"), "Enrolled."),
+            **_BODY_ERRORS,
+            "404": _error("No such account.", ["account_not_found", "not_found"]),
+            "422": _error(
+                "The terms version is not the one in force, or no such stored method on the account.",
+                ["terms_version_not_current", "payment_method_not_found"],
+            ),
+            **_COMMON,
+        },
+    },
+    "delete": {
+        "operationId": "deleteAutopay",
+        "tags": ["auto pay"],
+        "summary": "Cancel Auto Pay",
+        "description": "No further bill is drafted; what was agreed stays on record.",
+        "responses": {
+            "204": {"description": "Cancelled."},
+            "404": _error(
+                "No such account, or not enrolled.", ["account_not_found", "autopay_not_found", "not_found"]
+            ),
+            **_COMMON,
+        },
+    },
+}
+
+_AUTOPAY_SCHEMAS: dict[str, Any] = {
+    "Autopay": {
+        "type": "object",
+        "required": [
+            "status", "status_reason", "payment_method_id", "method", "terms_version", "agreed_at",
+            "channel", "first_due_after",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"enum": ["active", "suspended"]},
+            "status_reason": {
+                "type": ["string", "null"],
+                "description": "Why suspended: method_removed, method_unusable, declines.",
+            },
+            "payment_method_id": {
+                "type": ["integer", "null"],
+                "description": "The stored method; null once it was removed (then suspended).",
+            },
+            "method": {
+                "type": "object",
+                "required": ["kind", "brand", "last4"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"enum": ["card", "bank"]},
+                    "brand": {"type": "string"},
+                    "last4": {"type": "string", "pattern": "^[0-9]{4}$"},
+                },
+            },
+            "terms_version": {"type": "string"},
+            "agreed_at": {"type": "string", "format": "date-time"},
+            "channel": {"enum": ["ivr", "portal", "staff"]},
+            "first_due_after": {
+                "type": "string",
+                "format": "date",
+                "description": "Bills due after this day are drafted.",
+            },
+        },
+    },
+    "AutopayRequest": {
+        "type": "object",
+        "required": ["payment_method_id", "terms_version"],
+        "additionalProperties": False,
+        "properties": {
+            "payment_method_id": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+            "terms_version": {"type": "string", "minLength": 1, "maxLength": 20},
+        },
+    },
+}
+
+_DOCUMENT["paths"]["/accounts/{account}/autopay"] = _AUTOPAY_PATH
+_DOCUMENT["components"]["schemas"].update(_AUTOPAY_SCHEMAS)
+_DOCUMENT["tags"].insert(2, {"name": "auto pay", "description": "Auto Pay: each bill paid on its due date."})
+
+
 def document() -> dict[str, Any]:
     """A copy of the document (callers may change theirs)."""
     return copy.deepcopy(_DOCUMENT)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from db.autopay import SqlAutopay
 from db.stored_methods import (
     MethodAlreadyStored,
     MethodCreatedVia,
@@ -25,6 +26,7 @@ from db.stored_methods import (
 )
 from ivr.flows.ports import MAX_STORED_METHODS, AccountSummary
 from ivr.services import Services
+from payments.autopay_notices import wording_from, write_notice
 from payments.gateway import (
     InvalidPaymentMethod,
     MandateAcceptance,
@@ -130,7 +132,8 @@ def remove_method(
 
     Raises ``MethodNotFound`` (none such on this account) and the gateway's transport
     errors, with the row kept. A method the processor no longer knows or holds is
-    taken off file: that is what was asked.
+    taken off file: that is what was asked. An Auto Pay agreement that uses it is
+    suspended (the member is written to, and told on the next call).
     """
     with services.unit_of_work() as uow:
         method = SqlStoredMethods(uow.session).get(account.id, method_id)
@@ -140,10 +143,23 @@ def remove_method(
         gateway.detach_method(method.processor_id)
     except InvalidPaymentMethod:
         log.info("payment_method_already_detached", account_id=account.id, method_id=method_id)
+    notice = None
     with services.unit_of_work() as uow:
+        now = services.clock.now()
+        # An Auto Pay agreement with this method is suspended, not left to fail.
+        suspended = SqlAutopay(uow.session).suspend_for_method(
+            account.id, method_id, channel="portal", actor="portal", now=now
+        )
+        if suspended is not None:
+            wording = wording_from(services.settings)
+            notice = write_notice(uow.session, "suspended", suspended, wording=wording, now=now)
+            uow.events.record("autopay_suspended", account_id=account.id, actor="portal",
+                              reason="method_removed", enrollment_id=suspended.id)
         SqlStoredMethods(uow.session).remove(account.id, method_id)
         uow.commit()
     log.info("payment_method_removed", account_id=account.id, method_id=method_id)
+    if notice is not None and services.autopay_notices is not None:
+        services.autopay_notices.dispatch([notice])
 
 
 def _create_customer(services: Services, gateway: PaymentGateway, account: AccountSummary) -> str:

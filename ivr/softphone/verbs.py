@@ -261,6 +261,23 @@ def _prompts_heard(call: Call, verb: ET.Element, url: str) -> list[Said] | None:
     return [said for step in PROMPT_STEPS for said in heard.get(step, [])]
 
 
+def record(call: Call, verb: ET.Element, url: str) -> Step:
+    """Twilio ``<Record>``: the caller speaks, then presses ``#``; Twilio posts the
+    recording's sid, URL and duration and the key to the action
+    (https://www.twilio.com/docs/voice/twiml/record#attributes-action)."""
+    sid = new_sid("RE")
+    seconds = 4
+    call.seconds += seconds
+    action = urljoin(url, verb.get("action") or url)
+    params = {
+        "RecordingSid": sid,
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}",
+        "RecordingDuration": str(seconds),
+        "Digits": "#",
+    }
+    return call.follow(verb.get("method", "POST"), action, params)
+
+
 VERBS: dict[str, Callable[[Call, ET.Element, str], Step]] = {
     "Say": say,
     "Play": play,
@@ -271,6 +288,7 @@ VERBS: dict[str, Callable[[Call, ET.Element, str], Step]] = {
     "Reject": reject,
     "Dial": dial,
     "Pay": pay,
+    "Record": record,
 }
 
 

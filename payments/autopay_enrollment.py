@@ -1,0 +1,133 @@
+"""Enrolling in, changing and cancelling Auto Pay: the one set of rules for the phone,
+the portal and staff, over the one store (``db.autopay``).
+
+* The terms agreed to are the current ones (``TERMS_VERSION``).
+* The method is one of the account's stored methods; a new card is saved first.
+* The bill already issued is not covered: the first bill drafted is the first one due
+  after the account's current due date (a change of method keeps what was covered).
+* Every enrollment, change and cancellation writes the member a notice with the terms
+  (``payments.autopay_notices``), in the same transaction; it is sent after the commit.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy.orm import Session
+
+from db.autopay import SqlAutopay
+from db.models import Account
+from db.stored_methods import SqlStoredMethods, StoredMethod
+from payments.autopay_notices import write_notice
+from payments.autopay_terms import TERMS_VERSION, Cancelled, Channel, Enrolled, EnrollmentView, Wording
+
+__all__ = ["SqlFlowAutopay", "TermsNotCurrent", "cancel", "enroll"]
+
+
+class TermsNotCurrent(ValueError):
+    """The terms version agreed to is not the one in force."""
+
+
+def enroll(
+    session: Session,
+    method: StoredMethod,
+    *,
+    channel: Channel,
+    actor: str,
+    terms_version: str,
+    wording: Wording,
+    now: datetime,
+    recording_sid: str | None = None,
+) -> Enrolled:
+    """Enroll the method's account with ``method``, or change its method to it."""
+    if terms_version != TERMS_VERSION:
+        raise TermsNotCurrent(f"the terms in force are version {TERMS_VERSION}")
+    autopay = SqlAutopay(session)
+    current = autopay.live(method.account_id)
+    if current is not None and current.status == "active" and current.payment_method_id == method.id:
+        return Enrolled(current, "unchanged", None)
+    account = session.get(Account, method.account_id)
+    if account is None:  # pragma: no cover - a foreign key
+        raise LookupError(f"no account {method.account_id}")
+    enrollment = autopay.enroll(
+        method.account_id,
+        method,
+        channel=channel,
+        actor=actor,
+        terms_version=terms_version,
+        first_due_after=account.due_date,
+        now=now,
+        recording_sid=recording_sid,
+    )
+    change = "enrolled" if current is None else "method_changed"
+    notice = write_notice(
+        session, "enrolled" if current is None else "method_changed", enrollment, wording=wording, now=now
+    )
+    return Enrolled(enrollment, change, notice)
+
+
+def cancel(
+    session: Session,
+    account_id: int,
+    *,
+    channel: Channel,
+    actor: str,
+    reason: str | None,
+    wording: Wording,
+    now: datetime,
+) -> Cancelled:
+    """End the live agreement (``db.autopay.NotEnrolled`` when there is none)."""
+    ended = SqlAutopay(session).cancel(account_id, channel=channel, actor=actor, reason=reason, now=now)
+    return Cancelled(ended, write_notice(session, "cancelled", ended, wording=wording, now=now))
+
+
+class SqlFlowAutopay:
+    """Implements ``ivr.flows.ports.AutopayStore``: what the phone asks of Auto Pay,
+    inside the step's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def live(self, account_id: int) -> EnrollmentView | None:
+        return SqlAutopay(self._session).live(account_id)
+
+    def enroll(
+        self,
+        account_id: int,
+        method_id: int,
+        *,
+        actor: str,
+        wording: Wording,
+        now: datetime,
+        recording_sid: str | None = None,
+    ) -> Enrolled:
+        method = SqlStoredMethods(self._session).get(account_id, method_id)
+        if method is None:
+            raise LookupError(f"no stored method {method_id} on account {account_id}")
+        return enroll(
+            self._session,
+            method,
+            channel="ivr",
+            actor=actor,
+            terms_version=TERMS_VERSION,
+            wording=wording,
+            now=now,
+            recording_sid=recording_sid,
+        )
+
+    def cancel(self, account_id: int, *, actor: str, wording: Wording, now: datetime) -> Cancelled:
+        return cancel(
+            self._session,
+            account_id,
+            channel="ivr",
+            actor=actor,
+            reason="cancelled by phone",
+            wording=wording,
+            now=now,
+        )
+
+    def take_untold_suspension(self, account_id: int, now: datetime) -> EnrollmentView | None:
+        return SqlAutopay(self._session).take_untold_suspension(account_id, now)
+
+    def drafted(self, account_id: int, due_date: date) -> bool:
+        return SqlAutopay(self._session).draft_for(account_id, due_date) is not None

@@ -1,0 +1,279 @@
+"""Auto Pay's written notices: the terms on every enrollment, change and cancellation,
+and a word when a draft is declined or the agreement suspended.
+
+Each notice is first written to ``autopay_notices`` (subject and text, the address
+masked) in the same transaction as the change it reports: the trail keeps what the
+member was sent. It is delivered after the commit by the receipts' SMTP sender
+(``payments.receipts.ReceiptSender``), claimed first (``sent_at``) as receipts are, so
+two senders never both send it; a failure is kept on the row and the notice stays
+pending for ``deliver_pending``. Notices hold the last four of the account and of the
+method only (SECURITY 19b).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Account, AutopayNotice
+from ivr.flows.amounts import format_cents
+from ivr.flows.ports import Clock
+from ivr.flows.speech import say_date
+from payments.autopay_terms import EnrollmentView, Wording, method_words, written_terms
+from payments.receipts import ReceiptNotSent, ReceiptSender, mask_email, smtp_sender_for
+
+if TYPE_CHECKING:
+    from ivr.settings import Settings
+
+__all__ = ["AutopayNotices", "NoticeKind", "Wording", "build_autopay_notices", "write_notice"]
+
+log = structlog.get_logger()
+
+NoticeKind = Literal["enrolled", "method_changed", "cancelled", "suspended", "declined"]
+
+
+def _subject(kind: NoticeKind, lang: str, utility: str) -> str:
+    en = {
+        "enrolled": "your Auto Pay terms",
+        "method_changed": "your Auto Pay payment method changed",
+        "cancelled": "your Auto Pay is cancelled",
+        "suspended": "your Auto Pay is suspended",
+        "declined": "your Auto Pay payment was declined",
+    }
+    es = {
+        "enrolled": "los términos de su pago automático",
+        "method_changed": "cambió el método de su pago automático",
+        "cancelled": "su pago automático está cancelado",
+        "suspended": "su pago automático está suspendido",
+        "declined": "su pago automático fue rechazado",
+    }
+    return f"{utility}: {(es if lang == 'es' else en)[kind]}"
+
+
+def compose_text(
+    kind: NoticeKind,
+    enrollment: EnrollmentView,
+    *,
+    lang: str,
+    wording: Wording,
+    account_last4: str,
+    amount_cents: int | None = None,
+    due_date: date | None = None,
+) -> tuple[str, str]:
+    """The subject and text of a notice, in ``lang``."""
+    es = lang == "es"
+    terms = written_terms(
+        enrollment,
+        lang=lang,
+        utility_name=wording.utility_name,
+        account_last4=account_last4,
+        member_services=wording.member_services,
+    )
+    method = method_words(enrollment.method_kind, enrollment.method_brand, enrollment.method_last4, lang)
+    lines: list[str] = []
+    if kind == "declined" and amount_cents is not None and due_date is not None:
+        amount, due = format_cents(amount_cents), say_date(due_date, lang, with_year=True)
+        lines.append(
+            f"El pago automático de {amount} de la factura que vence el {due} con su {method} fue "
+            "rechazado. La factura sigue pendiente: páguela por teléfono o en el portal."
+            if es
+            else f"The Auto Pay payment of {amount} for the bill due {due} with your {method} was "
+            "declined. The bill is still unpaid: please pay it by phone or in the portal."
+        )
+    if kind == "suspended":
+        lines.append(
+            "Su pago automático está suspendido: no se cobrará ninguna factura hasta que elija "
+            "otro método, por teléfono (oprima 4) o en el portal."
+            if es
+            else "Your Auto Pay is suspended: no bill will be charged until you choose another "
+            "payment method, by phone (press 4) or in the portal."
+        )
+    if kind == "cancelled":
+        lines.append(
+            "Su pago automático está cancelado: no se cobrará ninguna factura más. Estos eran los términos:"
+            if es
+            else "Your Auto Pay is cancelled: no further bill will be charged. These were the terms:"
+        )
+    if kind in ("enrolled", "method_changed"):
+        lines.append(
+            "Gracias. Estos son los términos que aceptó:"
+            if es
+            else "Thank you. These are the terms you agreed to:"
+        )
+    body = "\n".join(lines) + "\n\n" + terms
+    return _subject(kind, lang, wording.utility_name), body
+
+
+def write_notice(
+    session: Session,
+    kind: NoticeKind,
+    enrollment: EnrollmentView,
+    *,
+    wording: Wording,
+    now: datetime,
+    amount_cents: int | None = None,
+    due_date: date | None = None,
+) -> int | None:
+    """Write the notice for the account's e-mail address; its id, or None without one."""
+    account = session.get(Account, enrollment.account_id)
+    if account is None or not account.email:
+        return None
+    lang = "es" if account.language == "es" else "en"
+    subject, body = compose_text(
+        kind,
+        enrollment,
+        lang=lang,
+        wording=wording,
+        account_last4=account.account_number[-4:],
+        amount_cents=amount_cents,
+        due_date=due_date,
+    )
+    row = AutopayNotice(
+        account_id=account.id,
+        enrollment_id=enrollment.id,
+        kind=kind,
+        medium="email",
+        to_masked=mask_email(account.email),
+        subject=subject,
+        body=body,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+class AutopayNotices:
+    """Delivers written notices; ``sender=None`` (no SMTP host) leaves them pending."""
+
+    def __init__(self, sessions: sessionmaker[Session], sender: ReceiptSender | None, clock: Clock) -> None:
+        self._sessions = sessions
+        self._sender = sender
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._futures: set[Future[int]] = set()
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="securepay-autopay-notices")
+            if sender is not None
+            else None
+        )
+
+    def dispatch(self, notice_ids: list[int]) -> None:
+        """Send in the background, after the commit (a webhook or the portal must not
+        wait for SMTP); what is not sent stays pending for ``deliver_pending``."""
+        if self._executor is None or not notice_ids:
+            return
+        try:
+            future = self._executor.submit(self.deliver, list(notice_ids))
+        except RuntimeError:  # shut down: the notices stay pending
+            return
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[int]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every dispatched notice has been handled (tests, clean exit)."""
+        with self._lock:
+            pending = list(self._futures)
+        wait_for(pending, timeout=timeout)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sender is not None
+
+    def deliver(self, notice_ids: list[int]) -> int:
+        """Send these notices now; returns how many were sent. Never raises for SMTP."""
+        sent = 0
+        for notice_id in notice_ids:
+            try:
+                sent += self._deliver_one(notice_id)
+            except SQLAlchemyError as exc:  # logged: a background thread has no caller
+                log.error("autopay_notice_failed", notice_id=notice_id, error=type(exc).__name__)
+        return sent
+
+    def deliver_pending(self, limit: int = 100) -> int:
+        with self._sessions() as session:
+            ids = list(
+                session.scalars(
+                    select(AutopayNotice.id)
+                    .where(AutopayNotice.sent_at.is_(None))
+                    .order_by(AutopayNotice.id)
+                    .limit(limit)
+                )
+            )
+        return self.deliver(ids)
+
+    def _deliver_one(self, notice_id: int) -> bool:
+        sender = self._sender
+        if sender is None:
+            return False
+        with self._sessions() as session:
+            found = session.execute(
+                select(AutopayNotice, Account.email, Account.language)
+                .join(Account, Account.id == AutopayNotice.account_id)
+                .where(AutopayNotice.id == notice_id)
+            ).one_or_none()
+        if found is None or not found.email or found.AutopayNotice.sent_at is not None:
+            return False
+        notice: AutopayNotice = found.AutopayNotice
+        claimed_at = self._clock.now()
+        with self._sessions() as session, session.begin():
+            claimed = session.execute(
+                update(AutopayNotice)
+                .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at.is_(None))
+                .values(sent_at=claimed_at),
+                execution_options={"synchronize_session": False},
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+        message = EmailMessage()
+        message["Subject"] = notice.subject
+        message["To"] = found.email
+        message["Date"] = format_datetime(notice.created_at.astimezone(UTC))
+        message["Message-ID"] = f"<autopay.{notice.id}@securepay.invalid>"
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(notice.body, charset="utf-8")
+        message["Content-Language"] = "es" if found.language == "es" else "en"
+        try:
+            sender.send(message)
+        except ReceiptNotSent as exc:
+            with self._sessions() as session, session.begin():
+                session.execute(
+                    update(AutopayNotice)
+                    .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at == claimed_at)
+                    .values(sent_at=None, failure=str(exc)[:200]),
+                    execution_options={"synchronize_session": False},
+                )
+            log.warning("autopay_notice_failed", notice_id=notice_id, error=str(exc))
+            return False
+        log.info("autopay_notice_sent", notice_id=notice_id, kind=notice.kind, to=notice.to_masked)
+        return True
+
+
+def build_autopay_notices(
+    settings: Settings, sessions: sessionmaker[Session], clock: Clock
+) -> AutopayNotices:
+    """Notices go out through the receipts' SMTP sender (its TLS and login settings)."""
+    return AutopayNotices(sessions, smtp_sender_for(settings), clock)
+
+
+def wording_from(settings: Settings) -> Wording:
+    return Wording(settings.utility_name, settings.member_services_number)
