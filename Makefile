@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-count clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Instructions per webhook under valgrind's callgrind, statements and round trips per
+# kind (needs valgrind and a C compiler: apt-get install valgrind gcc). A few minutes.
+bench-count: install
+	$(PY) -m bench.count $(BENCH_COUNT_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
