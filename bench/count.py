@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import count_figures, loader
+from bench import count_figures, history, loader
 from bench.callgrind import CallgrindUnavailable, build_marks, read_dumps, valgrind_command
 from bench.run import BENCH_PEPPER, _service_env
 from bench.services import REPO, StripeEmulator
@@ -40,6 +40,9 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_count"
 BASELINE = Path(__file__).resolve().parent / "count_baseline.json"
 PUBLIC_URL = "http://127.0.0.1:8080"  # only signed for: no server listens in this benchmark
 CALLGRIND_PREFIX = "callgrind.out"
+# Every call pays a fresh account in full: each pass has its own block of members
+# (callgrind; statements; statements without the decline-count index).
+_BLOCKS = 3
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -66,11 +69,24 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help=f"the counts before issue 12 (default {BASELINE.name})",
     )
     parser.add_argument("--skip-callgrind", action="store_true", help="only the statements pass (seconds)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help=f"seed {history.AUDIT_EVENTS:,} audit events and {history.PAYMENT_ATTEMPTS:,} payment attempts "
+        "first, and run the statements pass without and with the decline-count index",
+    )
+    parser.add_argument("--history-events", type=int, default=history.AUDIT_EVENTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--history-attempts", type=int, default=history.PAYMENT_ATTEMPTS, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--keep-dumps", action="store_true", help="keep callgrind's files (callgrind_annotate)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.warmup < 2:
         parser.error("need --calls >= 1 and --warmup >= 2 (both plans warmed up)")
-    needed = 2 * (args.calls + args.warmup)
+    needed = _BLOCKS * (args.calls + args.warmup)
     if args.accounts < needed:
         parser.error(f"need --accounts >= {needed}: every call pays one fresh account in full")
     return args
@@ -86,28 +102,30 @@ def _members(first: int, count: int) -> list[tuple[int, bool]]:
 
 
 def _spec(
-    args: argparse.Namespace, first: int, mode: str, workdir: Path, marks: Path | None
+    args: argparse.Namespace, block: int, mode: str, workdir: Path, marks: Path | None
 ) -> dict[str, Any]:
+    first = 1 + block * (args.warmup + args.calls)
     return {
         "mode": mode,
+        "name": f"{mode}-{block}",
         "warmup": _members(first, args.warmup),
         "measured": _members(first + args.warmup, args.calls),
         "floor_warmup": args.warmup,
         "floor_calls": args.floor_calls if args.floor_calls is not None else args.calls,
         "marks": str(marks) if marks else None,
-        "output": str(workdir / f"{mode}-output.json"),
+        "output": str(workdir / f"{mode}-{block}-output.json"),
     }
 
 
 def _run_worker(
     spec: dict[str, Any], env: dict[str, str], workdir: Path, *, under_valgrind: bool
 ) -> dict[str, Any]:
-    spec_path = workdir / f"{spec['mode']}-spec.json"
+    spec_path = workdir / f"{spec['name']}-spec.json"
     spec_path.write_text(json.dumps(spec))
     argv = [sys.executable, "-m", "bench.count_worker", str(spec_path)]
     if under_valgrind:
         argv = valgrind_command(workdir / CALLGRIND_PREFIX, argv)
-    log_path = workdir / f"{spec['mode']}.log"
+    log_path = workdir / f"{spec['name']}.log"
     with log_path.open("w") as log:
         finished = subprocess.run(  # noqa: S603 - our own interpreter (and valgrind)
             argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
@@ -124,6 +142,22 @@ def _run_worker(
             f"the {spec['mode']} pass failed ({finished.returncode}): {problems}; see {log_path}"
         )
     return result
+
+
+def _decline_index(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """The menu step and the decline count with the index (as migrated) and without it."""
+    url = args.database_url
+    caller = loader.member(1).phone
+    found: dict[str, Any] = {"with": {"explain": history.explain_decline_count(url, caller)}}
+    history.set_decline_index(url, present=False)
+    try:
+        found["without"] = {"explain": history.explain_decline_count(url, caller)}
+        _log("statements pass without the decline-count index")
+        wire = _run_worker(_spec(args, 2, "wire", workdir, None), env, workdir, under_valgrind=False)
+        found["without"]["wire"] = count_figures.wire_figures(wire["regions"])
+    finally:
+        history.set_decline_index(url, present=True)
+    return found
 
 
 def _load(path: Path | None) -> dict[str, Any] | None:
@@ -147,37 +181,45 @@ def run(args: argparse.Namespace) -> int:
         }
     }
     marks = None if args.skip_callgrind else build_marks(workdir)
-    callgrind_first = 1
-    wire_first = 1 + args.warmup + args.calls
-    members = [loader.member(i) for i in range(1, 2 * (args.warmup + args.calls) + 1)]
+    members = [loader.member(i) for i in range(1, _BLOCKS * (args.warmup + args.calls) + 1)]
+    url = args.database_url
     with (workdir / "bench.log").open("w") as bench_log, StripeEmulator(bench_log) as stripe:
-        loader.recreate_database(args.database_url)
-        migrate.upgrade(args.database_url)
-        loaded = loader.load_accounts(args.database_url, args.accounts, BENCH_PEPPER.encode())
-        loader.attach_stored_cards(args.database_url, stripe.base_url, members)
+        loader.recreate_database(url)
+        migrate.upgrade(url)
+        loaded = loader.load_accounts(url, args.accounts, BENCH_PEPPER.encode())
+        loader.attach_stored_cards(url, stripe.base_url, members)
         _log(f"{loaded.accounts:,} accounts loaded, {len(members)} with a stored card")
-        env = _service_env(args.database_url, 8080, stripe.base_url)
+        if args.history:
+            seeded = history.seed(
+                url, args.accounts, audit_events=args.history_events, attempts=args.history_attempts
+            )
+            figures["config"]["history"] = seeded.__dict__
+            _log(
+                f"history: {seeded.audit_events:,} audit events, "
+                f"{seeded.payment_attempts:,} payment attempts in {seeded.seconds:.1f} s"
+            )
+        env = _service_env(url, 8080, stripe.base_url)
         env["SECUREPAY_PUBLIC_URL"] = PUBLIC_URL
         env["PYTHONHASHSEED"] = "0"
         if marks is not None:
             _log(f"callgrind pass: {args.warmup} warm-up calls, then {args.calls} measured (slow)")
             pass_started = time.monotonic()
-            _run_worker(
-                _spec(args, callgrind_first, "callgrind", workdir, marks), env, workdir, under_valgrind=True
+            _run_worker(_spec(args, 0, "callgrind", workdir, marks), env, workdir, under_valgrind=True)
+            requests, overhead = count_figures.requests_of(
+                read_dumps(workdir, CALLGRIND_PREFIX, remove=not args.keep_dumps)
             )
-            requests, overhead = count_figures.requests_of(read_dumps(workdir, CALLGRIND_PREFIX))
             figures["marks_overhead"] = overhead
             figures["instructions"] = count_figures.instruction_figures(requests)
             figures["callgrind_seconds"] = round(time.monotonic() - pass_started, 1)
         _log("statements pass (no valgrind)")
-        wire = _run_worker(_spec(args, wire_first, "wire", workdir, None), env, workdir, under_valgrind=False)
+        wire = _run_worker(_spec(args, 1, "wire", workdir, None), env, workdir, under_valgrind=False)
         figures["wire"] = count_figures.wire_figures(wire["regions"])
+        if args.history:
+            figures["decline_index"] = _decline_index(args, env, workdir)
+            figures["decline_index"]["with"]["wire"] = figures["wire"]
     baseline = _load(args.baseline)
-    if "instructions" not in figures:
-        print(json.dumps(figures["wire"], indent=2))
-        return 0
     previous = _load(args.compare)
-    if previous is not None:
+    if previous is not None and "instructions" in figures and "instructions" in previous:
         figures["repeat"] = {
             "file": str(args.compare),
             "difference_percent": count_figures.difference(figures["instructions"], previous["instructions"]),

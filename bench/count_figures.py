@@ -108,6 +108,8 @@ def instruction_figures(requests: Sequence[Request]) -> dict[str, Any]:
         "per_request_outside_argon2": _spread(our_requests),
         "floor_per_request": _spread(floor_requests),
         "floor_per_call": _spread(list(floor_calls.values())),
+        # In the order played: a drift along the run shows here.
+        "per_call_outside_argon2_in_order": per_call_outside,
     }
     if floor_requests and our_requests:
         figures["median_request_over_floor"] = round(
@@ -170,9 +172,8 @@ class Check:
 def targets(figures: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[Check]:
     """Issue 12's count targets: instructions against the count before the issue, statements."""
     checks = []
-    instructions = figures["instructions"]
-    outside = instructions["per_call_outside_argon2"]["mean"]
-    if baseline is not None:
+    if baseline is not None and "instructions" in figures:
+        outside = figures["instructions"]["per_call_outside_argon2"]["mean"]
         before = baseline["instructions"]["per_call_outside_argon2"]["mean"]
         share = outside / before
         checks.append(
@@ -198,47 +199,89 @@ def _millions(value: float) -> str:
     return f"{value / 1e6:10.2f}"
 
 
-def render(figures: Mapping[str, Any], checks: Sequence[Check], baseline: Mapping[str, Any] | None) -> str:
+def _wire_lines(wire: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"{'kind':<20}{'requests':>9}{'stmts':>8}{'commits':>8}{'trips':>8}{'max':>6}"
+        f"{'sql ms':>9}{'wall ms':>9}"
+    ]
+    for kind, w in wire["per_kind"].items():
+        lines.append(
+            f"{kind:<20}{w['requests']:>9}{w['statements_mean']:>8g}{w['commits_mean']:>8g}"
+            f"{w['round_trips_mean']:>8g}{w['round_trips_max']:>6}{w['sql_ms_mean']:>9.2f}{w['wall_ms_mean']:>9.2f}"
+        )
+    c = wire["per_call"]
+    lines.append(
+        f"{'per call':<20}{'':>9}{c['statements_mean']:>8g}{c['commits_mean']:>8g}{c['round_trips_mean']:>8g}"
+        f"{'':>6}{c['sql_ms_mean']:>9.2f}{c['wall_ms_mean']:>9.2f}"
+    )
+    return lines
+
+
+def _instruction_lines(figures: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[str]:
     instructions = figures["instructions"]
-    wire = figures["wire"]
     before = baseline["instructions"]["per_kind"] if baseline else {}
     lines = [
-        "",
-        f"== make bench-count: {figures['config']['calls']} calls under callgrind "
-        f"(instructions in millions, marks' own {figures['marks_overhead']} per region taken off) ==",
-        f"{'kind':<20}{'requests':>9}{'mean M':>11}{'min M':>11}{'max M':>11}{'before M':>11}"
-        f"{'stmts':>7}{'trips':>7}{'sql ms':>8}",
+        f"instructions in millions, the marks' own {figures['marks_overhead']} per region taken off",
+        f"{'kind':<20}{'requests':>9}{'mean M':>11}{'min M':>11}{'max M':>11}{'before M':>11}",
     ]
     for kind, row in instructions["per_kind"].items():
-        w = wire["per_kind"].get(kind, {})
         old = before.get(kind, {}).get("mean")
         lines.append(
             f"{kind:<20}{row['count']:>9}{_millions(row['mean']):>11}{_millions(row['min']):>11}"
             f"{_millions(row['max']):>11}{_millions(old) if old else '':>11}"
-            f"{w.get('statements_mean', 0):>7g}{w.get('round_trips_mean', 0):>7g}"
-            f"{w.get('sql_ms_mean', 0):>8.2f}"
         )
     call = instructions["per_call"]
     request_median = instructions["per_request_outside_argon2"]["median"]
-    per_call = wire["per_call"]
+    floor_median = instructions["floor_per_request"]["median"]
     lines += [
         "",
         f"per call:                      {_millions(call['mean'])} M  (min {call['min'] / 1e6:.2f}, "
         f"max {call['max'] / 1e6:.2f})",
         f"  of which the Argon2 verify:  {_millions(instructions['argon2_verify_per_call']['mean'])} M",
         f"  outside the verify:          {_millions(instructions['per_call_outside_argon2']['mean'])} M",
-        f"per request outside the verify: median {request_median / 1e6:.2f} M;"
-        f" floor app per request: median {instructions['floor_per_request']['median'] / 1e6:.3f} M"
-        f" (ratio {instructions.get('median_request_over_floor', 'n/a')})",
-        f"statements per call: {per_call['statements_mean']:g}, round trips per call: "
-        f"{per_call['round_trips_mean']:g}, commits {per_call['commits_mean']:g}, "
-        f"rollbacks {per_call['rollbacks_mean']:g}, SQL time {per_call['sql_ms_mean']:.1f} ms",
+        f"per request outside the verify: median {request_median / 1e6:.2f} M; floor app per request: "
+        f"median {floor_median / 1e6:.3f} M (ratio {instructions.get('median_request_over_floor', 'n/a')})",
     ]
     if "repeat" in figures:
         lines.append(
             f"against {figures['repeat']['file']}: "
             + ", ".join(f"{k} {v:+.3f} %" for k, v in figures["repeat"]["difference_percent"].items())
         )
+    return lines
+
+
+def _index_lines(found: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"{'decline-count index':<22}{'menu stmts':>11}{'menu sql ms':>12}{'amount sql ms':>14}"
+        f"{'count ms':>10}"
+    ]
+    for name in ("without", "with"):
+        side = found[name]
+        kinds = side["wire"]["per_kind"]
+        menu, amount = kinds.get("menu", {}), kinds.get("amount", {})
+        lines.append(
+            f"{name:<22}{menu.get('statements_mean', 0):>11g}{menu.get('sql_ms_mean', 0):>12.2f}"
+            f"{amount.get('sql_ms_mean', 0):>14.2f}{side['explain']['execution_ms'] or 0:>10.3f}"
+        )
+    lines.append("(count ms: EXPLAIN ANALYZE of the per-caller decline count alone, server side)")
+    return lines
+
+
+def render(figures: Mapping[str, Any], checks: Sequence[Check], baseline: Mapping[str, Any] | None) -> str:
+    config = figures["config"]
+    lines = ["", f"== make bench-count: {config['calls']} calls =="]
+    if "instructions" in figures:
+        lines += _instruction_lines(figures, baseline)
+    lines += ["", "statements, commits and round trips to PostgreSQL per request (mean; max trips):"]
+    lines += _wire_lines(figures["wire"])
+    if "decline_index" in figures:
+        history = config.get("history", {})
+        lines += [
+            "",
+            f"with {history.get('audit_events', 0):,} audit events and "
+            f"{history.get('payment_attempts', 0):,} payment attempts:",
+        ]
+        lines += _index_lines(figures["decline_index"])
     lines += ["", f"{'target':<78}{'measured':<32}result"]
     for check in checks:
         lines.append(f"{check.target:<78}{check.measured:<32}{'PASS' if check.passed else 'FAIL'}")

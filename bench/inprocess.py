@@ -14,7 +14,7 @@ count is never taken of a call that went somewhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,13 +180,19 @@ def run_plans(
     auth_token: str,
     probe: Probe,
     label: RequestLabel,
+    before_call: Callable[[], object] | None = None,
 ) -> list[str]:
-    """Play each plan as one call; the problems found (empty: every call as planned)."""
+    """Play each plan as one call; the problems found (empty: every call as planned).
+
+    ``before_call`` runs before each call, outside every region.
+    """
     label.group = group
     transport = WsgiTransport(app, public_url, probe, label)
     problems: list[str] = []
     for number, plan in enumerate(plans):
         label.call = number
+        if before_call is not None:
+            before_call()
         positioned = _Positioned(transport, label, plan)
         transcript = walk(
             positioned,
