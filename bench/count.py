@@ -148,10 +148,19 @@ def _decline_index(args: argparse.Namespace, env: dict[str, str], workdir: Path)
     """The menu step and the decline count with the index (as migrated) and without it."""
     url = args.database_url
     caller = loader.member(1).phone
-    found: dict[str, Any] = {"with": {"explain": history.explain_decline_count(url, caller)}}
+    callers = [loader.member(i).phone for i in range(1, 51)]
+    found: dict[str, Any] = {
+        "with": {
+            "explain": history.explain_decline_count(url, caller),
+            "statement_median_ms": history.time_decline_count(url, callers),
+        }
+    }
     history.set_decline_index(url, present=False)
     try:
-        found["without"] = {"explain": history.explain_decline_count(url, caller)}
+        found["without"] = {
+            "explain": history.explain_decline_count(url, caller),
+            "statement_median_ms": history.time_decline_count(url, callers),
+        }
         _log("statements pass without the decline-count index")
         wire = _run_worker(_spec(args, 2, "wire", workdir, None), env, workdir, under_valgrind=False)
         found["without"]["wire"] = count_figures.wire_figures(wire["regions"])

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,8 @@ import psycopg
 
 from bench.loader import copy_rows, libpq_conninfo, member, reset_sequence
 from db.audit_chain import GENESIS, event_hash
+from db.engine import build_engine, session_factory
+from db.ledger import SqlLedger
 
 AUDIT_EVENTS = 2_000_000
 PAYMENT_ATTEMPTS = 200_000
@@ -199,3 +202,21 @@ def explain_decline_count(url: str, caller: str) -> dict[str, Any]:
     plan = [str(row[0]) for row in rows]
     execution = next((line for line in plan if line.startswith("Execution Time")), "")
     return {"plan": plan, "execution_ms": float(execution.split()[2]) if execution else None}
+
+
+def time_decline_count(url: str, callers: Sequence[str]) -> float:
+    """Median milliseconds of the app's own per-caller decline count (``SqlLedger``), one per
+    caller, each in the session the way a step runs it."""
+    engine = build_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            ledger = SqlLedger(session)
+            since = datetime.now(UTC) - timedelta(hours=24)
+            timings = []
+            for caller in callers:
+                started = time.perf_counter()
+                ledger.declines_since(since, caller=caller)
+                timings.append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return round(statistics.median(timings) * 1000, 3)
