@@ -128,7 +128,7 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
     line, for a log collector); anything else raises ``ValueError``.
 
     Both go through one handler on the root logger with one ``ProcessorFormatter``, so
-    there is a single place where lines are redacted and written. Calling this again
+    there is a single place where lines are written; each is redacted once on its way. Calling this again
     replaces that handler instead of adding a second one.
     """
     renderer = _renderer(fmt)
@@ -152,14 +152,12 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+    # Each line is redacted once: structlog's events above, before they leave structlog;
+    # other libraries' records here, at the end of their pre-chain (``redact_secrets``
+    # turns an exception into text before it scrubs).
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
-        ],
+        foreign_pre_chain=[*shared, redact_secrets],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
