@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-count bench-chain clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,16 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Instructions per webhook under valgrind's callgrind, statements and round trips per
+# kind (needs valgrind and a C compiler: apt-get install valgrind gcc). A few minutes.
+bench-count: install
+	$(PY) -m bench.count $(BENCH_COUNT_ARGS)
+
+# The audit chain at line scale: events/s with 16, 64, 256 writers; the lock's share of a
+# webhook at 50 and 200 concurrent calls (starts a PostgreSQL of its own for 256 writers).
+bench-chain: install
+	$(PY) -m bench.chain $(BENCH_CHAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -146,7 +146,7 @@ def _pin_rows(count: int, hashes: dict[str, str], now: datetime) -> Iterator[tup
         yield (index, hashes[member(index).pin], "member", 0, None, None, now)
 
 
-def _copy(
+def copy_rows(
     conn: psycopg.Connection[Any], table: str, columns: Sequence[str], rows: Iterator[tuple[Any, ...]]
 ) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -157,7 +157,7 @@ def _copy(
             copy.write_row(row)
 
 
-def _reset_sequence(conn: psycopg.Connection[Any], table: str) -> None:
+def reset_sequence(conn: psycopg.Connection[Any], table: str) -> None:
     conn.execute(
         sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
             sql.Literal(table), sql.Identifier(table)
@@ -174,7 +174,7 @@ def load_accounts(url: str, count: int, pepper: bytes, *, with_pins: bool = True
     hashed = time.perf_counter()
     now = datetime.now(UTC)
     with psycopg.connect(libpq_conninfo(url)) as conn:
-        _copy(
+        copy_rows(
             conn,
             "accounts",
             (
@@ -195,11 +195,11 @@ def load_accounts(url: str, count: int, pepper: bytes, *, with_pins: bool = True
             ),
             _account_rows(count, ssn_hash, now),
         )
-        _copy(
+        copy_rows(
             conn, "phones", ("id", "account_id", "e164", "created_via", "created_at"), _phone_rows(count, now)
         )
         if with_pins:
-            _copy(
+            copy_rows(
                 conn,
                 "pin_credentials",
                 (
@@ -213,8 +213,8 @@ def load_accounts(url: str, count: int, pepper: bytes, *, with_pins: bool = True
                 ),
                 _pin_rows(count, pin_hashes, now),
             )
-        _reset_sequence(conn, "accounts")
-        _reset_sequence(conn, "phones")
+        reset_sequence(conn, "accounts")
+        reset_sequence(conn, "phones")
         conn.commit()
     copied = time.perf_counter()
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
@@ -249,7 +249,7 @@ def attach_stored_cards(url: str, stripe_base: str, members: Sequence[Member], *
                 "UPDATE accounts SET processor_customer_id = %s WHERE id = %s",
                 [(customer, index) for index, customer, _ in cards],
             )
-        _copy(
+        copy_rows(
             conn,
             "payment_methods",
             (

@@ -223,6 +223,8 @@ class PaymentAttempt(Base):
             name="status",
         ),
         Index("ix_payment_attempts_account_created", "account_id", "created_at"),
+        # The per-caller decline count of the card-testing cap (SECURITY 15a).
+        Index("ix_payment_attempts_caller_declines", "caller", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "pa_" + random hex

@@ -50,6 +50,7 @@ _DIGIT_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d){6,}(?![^\W_])")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 _MAX_DEPTH = 16
+_PROCESSORS: list[Processor] = []  # structlog's chain; see configure_logging
 _HANDLER_NAME = "securepay"
 
 
@@ -140,8 +141,8 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
     line, for a log collector); anything else raises ``ValueError``.
 
     Both go through one handler on the root logger with one ``ProcessorFormatter``, so
-    there is a single place where lines are redacted and written. Calling this again
-    replaces that handler instead of adding a second one.
+    there is a single place where lines are written; each is redacted once on its way.
+    Calling this again replaces that handler instead of adding a second one.
     """
     renderer = _renderer(fmt)
     shared: list[Processor] = [
@@ -150,26 +151,31 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # The same list object each time, changed in place: loggers are cached on first use
+    # (a module's ``log`` is then built once, not on every call), and a cached logger
+    # keeps the list it was built with, so it must stay the configured one.
+    _PROCESSORS[:] = [
+        structlog.stdlib.filter_by_level,
+        *shared,
+        structlog.processors.format_exc_info,
+        # Redact before the event leaves structlog: other handlers on the root
+        # logger (an error tracker, pytest's capture) then see only clean events.
+        redact_secrets,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.processors.format_exc_info,
-            # Redact before the event leaves structlog: other handlers on the root
-            # logger (an error tracker, pytest's capture) then see only clean events.
-            redact_secrets,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
+    # Each line is redacted once: structlog's events above, before they leave structlog;
+    # other libraries' records here, at the end of their pre-chain (``redact_secrets``
+    # turns an exception into text before it scrubs).
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, redact_secrets],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact_secrets,
             *([add_build] if fmt == "json" else []),
             renderer,
         ],
