@@ -48,7 +48,6 @@ __all__ = [
     "portal_rate_limited",
     "receipt",
     "signature_rejected",
-    "text_message",
 ]
 
 _LABEL_VALUE = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -97,6 +96,7 @@ _PAYMENT_EVENTS = {
     "payment_not_charged": "not_charged",
 }
 _CREDENTIAL_EVENTS = {"pin_rejected": "pin", "ssn_rejected": "ssn"}
+_TEXT_EVENTS = frozenset({"text_receipt_sent", "text_receipt_refused"})
 
 
 def label(value: object) -> str:
@@ -120,10 +120,6 @@ def receipt(outcome: str) -> None:
     RECEIPTS.labels(label(outcome)).inc()
 
 
-def text_message(outcome: str) -> None:
-    TEXTS.labels(label(outcome)).inc()
-
-
 def observe_trail(events: Iterable[Any]) -> None:
     """Count the trail events being written: payments, PIN and SSN failures, lockouts."""
     for item in events:
@@ -138,6 +134,8 @@ def observe_trail(events: Iterable[Any]) -> None:
             CREDENTIAL_FAILURES.labels(_CREDENTIAL_EVENTS[name], label(detail.get("reason"))).inc()
         elif name == "pin_locked":
             LOCKOUTS.inc()
+        elif name in _TEXT_EVENTS:  # written by the text sender once Twilio answered
+            TEXTS.labels("sent" if name == "text_receipt_sent" else label(detail.get("reason"))).inc()
 
 
 class MeteredGateway:
