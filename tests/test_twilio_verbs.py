@@ -42,8 +42,16 @@ from tests.twiml_checks import CheckingTransport
 
 CALLER = "+12025550143"
 TOKEN = "test-auth-token"
-MENU = "To pay the full balance, press 1."
+MENU = "Press 1 to pay the full balance."  # the member has no stored card: no one-press offer
+MENU_OPTIONS = (
+    "Or press 2 for another amount or method, 3 last payment, 4 Auto Pay, 5 another account, "
+    "0 member services."
+)
+# The account is found by caller ID and goes straight to its PIN: the language, then the PIN.
+EN, ES = ["1", PIN], ["2", PIN]
 PAY_NEW_CARD = ["1", "2"]  # at the menu: pay in full; a new card (none stored), not saved
+PAID = "Paid, thank you. Your confirmation number is "
+PAGADO = "Pagado, gracias. Su número de confirmación es "
 BAD_CARD = "4242424242424241 12/30 123"  # fails Twilio's Luhn check
 DISCOVER = "6011111111111117 12/30 123"
 DINERS = "3056930009020004 12/30 123"
@@ -103,8 +111,10 @@ def test_a_spanish_caller_can_enter_a_new_card(
     # Twilio answers validation-error for <Pay language="es-US">: the card step failed.
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client, VISA).call(CALLER, ["2", "1", PIN, *PAY_NEW_CARD, "1"])
-    assert "Gracias. Hemos recibido su pago de 123 dólares con 45 centavos." in call.said_text()
+    call = phone(app, stripe_client, VISA).call(CALLER, [*ES, *PAY_NEW_CARD, "1"])
+    text = call.said_text()
+    assert "Está a punto de pagar 123 dólares con 45 centavos en la cuenta que termina en 4 8 2 1" in text
+    assert PAGADO in text
     assert pay_element(call).get("language") == "es-MX"
     # <Say> stays on es-US, the card step's prompts included: one dialect for the call.
     card_number = "Por favor, ingrese el número de su tarjeta, seguido de la tecla numeral."
@@ -115,15 +125,15 @@ def test_a_spanish_caller_can_enter_a_new_card(
 def test_spanish_pay_may_use_es_es(make_app: AppMaker, stripe_client: stripe.StripeClient) -> None:
     app = make_app(SECUREPAY_PAY_LANGUAGE_ES="es-ES")
     add_members(app, member())
-    call = phone(app, stripe_client, VISA).call(CALLER, ["2", "1", PIN, *PAY_NEW_CARD, "1"])
+    call = phone(app, stripe_client, VISA).call(CALLER, [*ES, *PAY_NEW_CARD, "1"])
     assert pay_element(call).get("language") == "es-ES"
-    assert "Hemos recibido su pago" in call.said_text()
+    assert PAGADO in call.said_text()
 
 
 def test_english_pay_stays_en_us(make_app: AppMaker, stripe_client: stripe.StripeClient) -> None:
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client, VISA).call(CALLER, ["1", "1", PIN, *PAY_NEW_CARD])
+    call = phone(app, stripe_client, VISA).call(CALLER, [*EN, *PAY_NEW_CARD])
     assert pay_element(call).get("language") == "en-US"
 
 
@@ -132,7 +142,7 @@ def test_the_card_step_is_said_in_our_words_and_voice(
 ) -> None:
     app = make_app(SECUREPAY_VOICE_ES="Polly.Lupe-Neural")
     add_members(app, member())
-    call = phone(app, stripe_client, VISA).call(CALLER, ["2", "1", PIN, *PAY_NEW_CARD])
+    call = phone(app, stripe_client, VISA).call(CALLER, [*ES, *PAY_NEW_CARD])
     pay = pay_element(call)
     prompts = {(p.get("for"), p.get("errorType")): p for p in pay.findall("Prompt")}
     assert set(prompts) == {
@@ -170,9 +180,11 @@ def test_a_public_url_with_a_path_works_through_every_step(
     app = make_app(SECUREPAY_PUBLIC_URL=public)
     add_members(app, member())
     cards = phone(app, stripe_client, VISA, public_url=public)
-    call = cards.call(CALLER, ["1", "1", PIN, *PAY_NEW_CARD, "1"])
+    call = cards.call(CALLER, [*EN, *PAY_NEW_CARD, "1"])
     assert call.ok, call.events[-3:]
-    assert "Thank you. Your payment of 123 dollars and 45 cents has been received." in call.said_text()
+    text = call.said_text()
+    assert "You are about to pay 123 dollars and 45 cents on the account ending in 4 8 2 1" in text
+    assert PAID in text
     urls = [e.url for e in call.exchanges]
     assert len(urls) > 5 and all(url.startswith(public + "/ivr/") for url in urls)
     assert all(e.status == 200 for e in call.exchanges)  # every signature checked out
@@ -185,7 +197,7 @@ def test_the_step_urls_are_absolute_without_a_public_url(
     add_members(app, member())
     # Signed for the URL the app itself sees (the transport's base URL).
     transport = CheckingTransport(FlaskTransport(app, base_url="http://127.0.0.1:5000"))
-    call = Softphone(transport, TOKEN, "http://127.0.0.1:5000").call(CALLER, ["1", "1", PIN])
+    call = Softphone(transport, TOKEN, "http://127.0.0.1:5000").call(CALLER, EN)
     assert MENU in call.said_text()
     assert all(e.url.startswith("http://127.0.0.1:5000/ivr/") for e in call.exchanges)
 
@@ -199,10 +211,11 @@ def test_a_pay_that_goes_on_after_max_attempts_lands_in_the_card_retry(
     app = make_app()
     add_members(app, member())
     cards = phone(app, stripe_client, BAD_CARD, BAD_CARD, VISA, falls_through=True)
-    call = cards.call(CALLER, ["1", "1", PIN, *PAY_NEW_CARD, "1", "1"])
+    call = cards.call(CALLER, [*EN, *PAY_NEW_CARD, "1", "1"])
     text = call.said_text()
-    assert "We were unable to accept that card.\nTo try again, press 1." in text
-    assert "Thank you. Your payment of 123 dollars and 45 cents has been received." in text
+    # Twilio went on to the <Redirect> after <Pay>: the card retry, then the card again.
+    assert "That card was not accepted.\nPress 1 to try again, 2 for the menu." in text
+    assert PAID in text
     assert [e.params["Result"] for e in call.events if isinstance(e, Paid)] == [
         "too-many-failed-attempts", "success",
     ]
@@ -216,7 +229,7 @@ def test_discover_is_taken_by_default_and_named(
 ) -> None:
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client, DISCOVER).call(CALLER, ["1", "1", PIN, *PAY_NEW_CARD])
+    call = phone(app, stripe_client, DISCOVER).call(CALLER, [*EN, *PAY_NEW_CARD])
     assert pay_element(call).get("validCardTypes") == "visa mastercard amex discover"
     assert "with the Discover ending in 1 1 1 7. To confirm, press 1." in call.said_text()
 
@@ -226,7 +239,7 @@ def test_diners_club_when_the_utility_takes_it_is_named(
 ) -> None:
     app = make_app(SECUREPAY_CARD_TYPES="visa diners-club")
     add_members(app, member())
-    call = phone(app, stripe_client, DINERS).call(CALLER, ["2", "1", PIN, *PAY_NEW_CARD])
+    call = phone(app, stripe_client, DINERS).call(CALLER, [*ES, *PAY_NEW_CARD])
     assert pay_element(call).get("validCardTypes") == "visa diners-club"
     assert "con la tarjeta Diners Club que termina en 0 0 0 4." in call.said_text()
 
@@ -236,8 +249,8 @@ def test_a_card_type_the_utility_does_not_take_is_refused_by_twilio(
 ) -> None:
     app = make_app(SECUREPAY_CARD_TYPES="visa mastercard")
     add_members(app, member())
-    call = phone(app, stripe_client, DISCOVER, DISCOVER).call(CALLER, ["1", "1", PIN, *PAY_NEW_CARD])
-    assert "We were unable to accept that card." in call.said_text()
+    call = phone(app, stripe_client, DISCOVER, DISCOVER).call(CALLER, [*EN, *PAY_NEW_CARD])
+    assert "That card was not accepted." in call.said_text()
     assert not books(app).attempts
 
 
@@ -249,14 +262,14 @@ def test_why_a_card_was_not_collected_is_in_the_trail(make_app: AppMaker) -> Non
     add_members(app, member())
     call = RawCall(app)
     call.start()
-    for n, keys in enumerate(["1", "1", PIN, "1", "2"], start=1):
+    for n, keys in enumerate([*EN, "1", "2"], start=1):
         call.step(n, keys)
     failed = {
         **call.base, "CallStatus": "in-progress", "Result": "payment-connector-error",
         "PaymentError": "Payment connector failed", "PayErrorCode": "64015",
         "ConnectorError": "Stripe_Connector: No such customer",
     }
-    assert b"We are unable to accept cards right now." in signed_post(app, "/ivr/step?n=6", failed).data
+    assert b"We cannot take cards right now." in signed_post(app, "/ivr/step?n=5", failed).data
     with app.app_context(), app.extensions[EXTENSION_KEY].unit_of_work() as uow:
         (detail,) = uow.session.scalars(
             select(AuditEvent.detail).where(AuditEvent.event == "card_not_collected")
@@ -279,7 +292,7 @@ def test_a_pay_twilio_refuses_says_why_in_the_trail(
     pay = TwilioPayEmulator(stripe_client, ScriptedCards([VISA]))
     # (not through the schema check, which refuses the attribute first)
     Softphone(FlaskTransport(app), TOKEN, "https://ivr.example.test", pay).call(
-        CALLER, ["1", "1", PIN, *PAY_NEW_CARD]
+        CALLER, [*EN, *PAY_NEW_CARD]
     )
     with app.app_context(), services.unit_of_work() as uow:
         details = list(uow.session.scalars(
@@ -298,14 +311,16 @@ def test_member_services_not_taking_the_call_brings_the_menu_back(
 ) -> None:
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client, dial_status=status).call(CALLER, ["1", "1", PIN, "0"])
+    call = phone(app, stripe_client, dial_status=status).call(CALLER, [*EN, "0"])
     assert Dialed("+12025550100", status) in call.events
-    text = call.said_text()
-    assert (
-        "We are sorry, member services could not take your call right now. "
-        "Our hours are Monday through Friday, from 8 AM to 5 PM."
-    ) in text
-    assert call.last_said().startswith(MENU)
+    after_dial = call.events[call.events.index(Dialed("+12025550100", status)):]
+    heard = [e.text for e in after_dial if isinstance(e, Said)]
+    # The hours and the number (contract 2.8, issue 9 item 6), then the menu again.
+    assert heard[0] == (
+        "Member services could not take your call. Hours are Monday through Friday, "
+        "from 8 AM to 5 PM. The number is 2 0 2, 5 5 5, 0 1 0 0."
+    )
+    assert heard[-2:] == [MENU, MENU_OPTIONS]
     assert call.hung_up_by == "caller"  # the keys ran out at the menu: nothing ended the call
 
 
@@ -314,8 +329,11 @@ def test_member_services_not_answering_in_spanish(
 ) -> None:
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client, dial_status="no-answer").call(CALLER, ["2", "1", PIN, "0"])
-    assert "Lo sentimos, servicio al socio no pudo atender su llamada en este momento." in call.said_text()
+    call = phone(app, stripe_client, dial_status="no-answer").call(CALLER, [*ES, "0"])
+    assert (
+        "Servicio al socio no pudo atender su llamada. El horario es de lunes a viernes, "
+        "de 8:00 a 17:00. El número es 2 0 2, 5 5 5, 0 1 0 0."
+    ) in call.said_text()
 
 
 def test_a_held_transfer_ends_the_call_as_transferred(
@@ -323,7 +341,7 @@ def test_a_held_transfer_ends_the_call_as_transferred(
 ) -> None:
     app = make_app()
     add_members(app, member())
-    call = phone(app, stripe_client).call(CALLER, ["1", "1", PIN, "0"])
+    call = phone(app, stripe_client).call(CALLER, [*EN, "0"])
     dial = ET.fromstring(next(e.body for e in call.exchanges if "<Dial" in e.body)).find("Dial")  # noqa: S314
     assert dial is not None and dial.get("action", "").startswith("https://ivr.example.test/ivr/step?n=")
     assert call.last_said() == "Thank you for calling. Goodbye."
@@ -339,7 +357,7 @@ def test_a_caller_who_hangs_up_during_the_transfer_is_transferred(make_app: AppM
     add_members(app, member())
     call = RawCall(app)
     call.start()
-    for n, keys in enumerate(["1", "1", PIN, "0"], start=1):
+    for n, keys in enumerate([*EN, "0"], start=1):
         call.step(n, keys)
     call.status("completed")  # before Twilio requested the <Dial action>
     with app.app_context(), app.extensions[EXTENSION_KEY].unit_of_work() as uow:
@@ -355,7 +373,7 @@ def test_the_voices_chosen_say_every_prompt(
 ) -> None:
     app = make_app(SECUREPAY_VOICE_EN="Polly.Joanna-Neural", SECUREPAY_VOICE_ES="Polly.Lupe-Neural")
     add_members(app, member())
-    call = phone(app, stripe_client).call(CALLER, ["1", "1", PIN])
+    call = phone(app, stripe_client).call(CALLER, EN)
     voices = {
         (say.get("language"), say.get("voice"))
         for e in call.exchanges

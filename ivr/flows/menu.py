@@ -69,6 +69,14 @@ def in_business_hours(ctx: Ctx, moment: datetime) -> bool:
     return local.weekday() in hours.days and hours.opens <= local.time() < hours.closes
 
 
+def hours_and_number(ctx: Ctx) -> dict[str, str]:
+    """What a caller member services cannot take now is told: when, and where, to call."""
+    return {
+        "hours": say_hours(ctx.config.business_hours, ctx.lang),
+        "number": say_phone(ctx.config.member_services_number),
+    }
+
+
 def member_services_from(state: str) -> Action:
     """Key `0`: a transfer in business hours; outside them the hours, and back to ``state``."""
 
@@ -80,12 +88,8 @@ def member_services_from(state: str) -> Action:
         local_day = ctx.clock.now().astimezone(ctx.config.timezone).date()
         holiday = local_day in ctx.config.closed_days
         ctx.event("transfer_closed", success=False, closure_day=holiday)
-        args = {
-            "hours": say_hours(ctx.config.business_hours, ctx.lang),
-            "number": say_phone(ctx.config.member_services_number),
-        }
         key = "member_services_closed_today" if holiday else "member_services_closed"
-        return Go(state, notice=Phrase(key, args))
+        return Go(state, notice=Phrase(key, hours_and_number(ctx)))
 
     return Action(member_services, ("transfer", state))
 
@@ -98,7 +102,8 @@ DIAL_TALKED = frozenset({"completed", "answered"})
 
 def after_transfer(back_to: tuple[str, ...]) -> Action:
     """The ``<Dial>`` ended: after a conversation, goodbye; when member services was busy,
-    did not answer or could not be reached, the hours are said and the menu comes back."""
+    did not answer or could not be reached, its hours and number are said and the menu
+    comes back."""
 
     def transfer_ended(ctx: Ctx, status: str) -> Go:
         if status in DIAL_TALKED:
@@ -106,9 +111,8 @@ def after_transfer(back_to: tuple[str, ...]) -> Action:
             return Go("transferred", outcome="transferred")
         ctx.event("transfer_failed", success=False, dial_status=status[:20] or "none")
         state = str(ctx.call.data.pop("transfer_from", back_to[0]))
-        hours = say_hours(ctx.config.business_hours, ctx.lang)
         return Go(state if state in back_to else back_to[0],
-                  notice=Phrase("member_services_unavailable", {"hours": hours}))
+                  notice=Phrase("member_services_unavailable", hours_and_number(ctx)))
 
     return Action(transfer_ended, ("transferred", *back_to))
 
