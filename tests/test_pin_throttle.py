@@ -25,9 +25,9 @@ from tests.members import PIN, Member, add_members
 ACCOUNTS = ["10004821", "20007315", "30001942", "40006638"]
 W1, W2, W3 = "0735", "0846", "0957"  # wrong PINs
 THREE_WRONG = [W1, "1", W2, "1", W3]
-MENU = "To pay the full balance, press 1."
-WRONG_PIN = "I am sorry but the Personal Identification Number you entered does not match our records."
-ENDED = "We are unable to verify your identity."
+MENU = "Or press 2 for another amount or method"  # the account menu's last line
+WRONG_PIN = "That PIN does not match our records."
+ENDED = "We cannot verify your identity."
 WITHHELD = ["anonymous", "Restricted", "+266696687", "unknown", "not-a-number"]
 
 
