@@ -226,7 +226,7 @@ def cancel_command(account: str, staff: str, reason: str) -> None:
             )
         except NotEnrolled:
             fail(f"account ending {summary.number[-4:]} has no Auto Pay", 1)
-        ended, notice = done.enrollment, done.notice_id
+        ended, notices = done.enrollment, done.notice_ids
         uow.events.record(
             "autopay_cancelled",
             account_id=summary.id,
@@ -236,8 +236,8 @@ def cancel_command(account: str, staff: str, reason: str) -> None:
             channel="staff",
         )
         uow.commit()
-    if notice is not None:
-        build_autopay_notices(services.settings, services.sessions, services.clock).deliver([notice])
+    if notices:
+        build_autopay_notices(services.settings, services.sessions, services.clock).deliver(list(notices))
     click.echo(f"Account ending {summary.number[-4:]}: Auto Pay cancelled; no further bill will be drafted.")
 
 

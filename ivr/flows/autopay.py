@@ -53,7 +53,7 @@ SUSPENDED = {
 
 
 def _wording(ctx: Ctx) -> Wording:
-    return Wording(ctx.config.utility_name, ctx.config.member_services_number)
+    return Wording(ctx.config.utility_name, ctx.config.member_services_number, texts=ctx.config.texts_on)
 
 
 def _cards(ctx: Ctx) -> list[MethodOnFile]:
@@ -293,9 +293,9 @@ def _enroll(ctx: Ctx, recording_sid: str | None) -> Go:
     enrollment = done.enrollment
     ctx.event(f"autopay_{done.change}", enrollment_id=enrollment.id, method_last4=enrollment.method_last4,
               terms_version=enrollment.terms_version)
-    if done.notice_id is not None:
-        notices, notice_id = ctx.notices, done.notice_id
-        ctx.after_commit.append(lambda: notices.dispatch([notice_id]))
+    if done.notice_ids:
+        notices, notice_ids = ctx.notices, list(done.notice_ids)
+        ctx.after_commit.append(lambda: notices.dispatch(notice_ids))
     words = {"method": say_method(enrollment.method_kind, enrollment.method_brand, ctx.lang),
              "last4": say_digits(enrollment.method_last4)}
     said = Phrase("autopay_changed_now" if done.change == "method_changed" else "autopay_enrolled_now", words)
@@ -395,9 +395,9 @@ def _cancel(ctx: Ctx, _digits: str) -> Go:
     except LookupError:  # cancelled meanwhile (the portal, staff)
         return Go(MENU, notice=Phrase("autopay_not_enrolled"))
     ctx.event("autopay_cancelled", enrollment_id=done.enrollment.id)
-    if done.notice_id is not None:
-        notices, notice_id = ctx.notices, done.notice_id
-        ctx.after_commit.append(lambda: notices.dispatch([notice_id]))
+    if done.notice_ids:
+        notices, notice_ids = ctx.notices, list(done.notice_ids)
+        ctx.after_commit.append(lambda: notices.dispatch(notice_ids))
     return Go(MENU, notice=Phrase("autopay_cancelled"))
 
 
