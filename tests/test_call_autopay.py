@@ -23,6 +23,7 @@ from ivr.softphone import Softphone
 from tests.autopay_setup import enroll, live, save_card
 from tests.ledger_checks import VISA, books, processor_charges
 from tests.members import PIN, Member, add_members
+from tests.twilio_requests import RawCall, signed_post
 
 PayPhone = Callable[..., Softphone]
 CALLER = "+12025550143"
@@ -259,3 +260,33 @@ def test_no_audio_or_a_forged_record_callback_enrolls_nothing(app: Flask) -> Non
     assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
     enrollment = live(app, account_id)
     assert enrollment is not None and enrollment.recording_sid == sid
+
+
+def test_the_bill_already_issued_is_offered_only_where_the_fast_lane_would_offer_it(
+    app: Flask, phone: Softphone
+) -> None:
+    # One rule for a one-press charge (ivr/flows/fast_lane.py): a bank account is never
+    # debited on one press, its recorded authorization being for Auto Pay's drafts.
+    import dataclasses
+
+    services = app.extensions["securepay"]
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    (account_id,) = add_members(app, member())  # 123.45 due November 30: not covered
+    _bank_on_file(app, account_id)
+    with app.app_context(), services.unit_of_work() as uow:
+        uow.methods.set_customer_id(account_id, "cus_bank_holder")  # a processor customer on file
+        uow.commit()
+    call = RawCall(app, CALLER)
+    call.start()
+    keys = [*EN, "4", "1", "1", "1"]  # to the <Record> step
+    for n, digits in enumerate(keys, start=1):
+        assert call.step(n, digits).status_code == 200
+    sid = "RE" + "cd" * 16
+    done = signed_post(app, f"/ivr/step?n={len(keys) + 1}", {
+        **call.base, "CallStatus": "in-progress", "RecordingSid": sid, "RecordingDuration": "4",
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}", "Digits": "#",
+    })
+    assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
+    assert b"now with the" not in done.data  # no one-press offer of the bank account
+    assert b"Press 1 to pay the full balance." in done.data  # the menu, as the fast lane has it
+    assert not books(app).payments
