@@ -287,6 +287,7 @@ def test_the_bill_already_issued_is_offered_only_where_the_fast_lane_would_offer
         "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}", "Digits": "#",
     })
     assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
+    assert b"is not covered by Auto Pay." in done.data  # said all the same
     assert b"now with the" not in done.data  # no one-press offer of the bank account
     assert b"Press 1 to pay the full balance." in done.data  # the menu, as the fast lane has it
     assert not books(app).payments

@@ -300,17 +300,22 @@ def _enroll(ctx: Ctx, recording_sid: str | None) -> Go:
     words = {"method": say_method(enrollment.method_kind, enrollment.method_brand, ctx.lang),
              "last4": say_digits(enrollment.method_last4)}
     said = Phrase("autopay_changed_now" if done.change == "method_changed" else "autopay_enrolled_now", words)
-    if done.change == "enrolled" and _offer_current_bill(ctx, enrollment):
+    account = ctx.refresh_account()
+    if done.change != "enrolled" or account.balance_cents <= 0 or enrollment.covers(account.due_date):
+        return Go(MENU, notice=said)
+    if _offer_current_bill(ctx, enrollment):
         return Go(PAY_NOW, notice=said)
-    return Go(MENU, notice=said)
+    # Not offered (a bank account, an amount over the limit...): still said, not covered.
+    return Go(MENU, notice=Phrase("autopay_enrolled_not_covered", {
+        **words, "amount": say_amount(account.balance_cents, ctx.lang),
+        "due_date": say_date(account.due_date, ctx.lang),
+    }))
 
 
 def _offer_current_bill(ctx: Ctx, enrollment: EnrollmentView) -> bool:
     """The bill already issued (not covered) may be paid now with the enrolled method,
     where the fast lane would offer that method for it."""
-    account = ctx.refresh_account()
-    if enrollment.covers(account.due_date):
-        return False
+    account = ctx.account()
     on_file = ctx.uow.methods.for_account(account.id)
     method = next((m for m in on_file if m.processor_id == enrollment.method_processor_id), None)
     offer = fast_lane.offer_with(ctx, method)
