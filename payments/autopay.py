@@ -300,7 +300,7 @@ def _charge(
             kinds.append("suspended")
             reason += "; Auto Pay suspended"
         for kind in kinds:
-            notice = write_notice(
+            report.notice_ids.extend(write_notice(
                 work.session,
                 kind,
                 enrollment,
@@ -308,9 +308,7 @@ def _charge(
                 now=now,
                 amount_cents=attempt.amount_cents,
                 due_date=day,
-            )
-            if notice is not None:
-                report.notice_ids.append(notice)
+            ))
         return line("declined", reason)
     if isinstance(outcome, _Unknown):
         ledger.settle(attempt.id, status="unknown", now=now)

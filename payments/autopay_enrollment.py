@@ -45,7 +45,7 @@ def enroll(
     autopay = SqlAutopay(session)
     current = autopay.live(method.account_id)
     if current is not None and current.status == "active" and current.payment_method_id == method.id:
-        return Enrolled(current, "unchanged", None)
+        return Enrolled(current, "unchanged", ())
     account = session.get(Account, method.account_id)
     if account is None:  # pragma: no cover - a foreign key
         raise LookupError(f"no account {method.account_id}")
@@ -60,10 +60,10 @@ def enroll(
         recording_sid=recording_sid,
     )
     change = "enrolled" if current is None else "method_changed"
-    notice = write_notice(
+    notices = write_notice(
         session, "enrolled" if current is None else "method_changed", enrollment, wording=wording, now=now
     )
-    return Enrolled(enrollment, change, notice)
+    return Enrolled(enrollment, change, notices)
 
 
 def cancel(

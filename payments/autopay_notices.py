@@ -3,11 +3,18 @@ and a word when a draft is declined or the agreement suspended.
 
 Each notice is first written to ``autopay_notices`` (subject and text, the address
 masked) in the same transaction as the change it reports: the trail keeps what the
-member was sent. It is delivered after the commit by the receipts' SMTP sender
-(``payments.receipts.ReceiptSender``), claimed first (``sent_at``) as receipts are, so
-two senders never both send it; a failure is kept on the row and the notice stays
-pending for ``deliver_pending``. Notices hold the last four of the account and of the
-method only (SECURITY 19b).
+member was sent. An e-mail goes where one is on file; where the text receipt is on
+(``SECUREPAY_SMS_FROM``: ``Wording.texts``), a text too (medium ``text``) to the
+account's first phone number on file that is a valid US number (the numbers Call
+Capture matches, shared with the portal), whatever the channel of the change.
+
+A notice is delivered after the commit, by the receipts' SMTP sender
+(``payments.receipts.ReceiptSender``) or by Twilio's Messages API
+(``payments.texts.TwilioTexts``), claimed first (``sent_at``) as receipts are, so two
+senders never both send it; a failure is kept on the row and the notice stays pending
+for ``deliver_pending``. A text goes only to the number its row names (masked): a
+number taken off file meanwhile is not texted. Notices hold the last four of the
+account and of the method only (SECURITY 19b).
 """
 
 from __future__ import annotations
@@ -25,15 +32,17 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Account, AutopayNotice
+from db.models import Account, AutopayNotice, Phone
 from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
+from ivr.flows.texting import textable_us_number
 from payments.autopay_terms import EnrollmentView, Wording, method_words, written_terms
 from payments.receipts import ReceiptNotSent, ReceiptSender, mask_email, smtp_sender_for
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
+    from payments.texts import TextSender
 
 __all__ = ["AutopayNotices", "NoticeKind", "Wording", "build_autopay_notices", "write_notice"]
 
@@ -114,6 +123,20 @@ def compose_text(
     return _subject(kind, lang, wording.utility_name), body
 
 
+def mask_phone(e164: str) -> str:
+    """``+12025550143`` -> ``+1******0143``: the last four, as a receipt names an account."""
+    return e164[:2] + "*" * max(len(e164) - 6, 0) + e164[-4:]
+
+
+def text_number(session: Session, account_id: int) -> str | None:
+    """Where the account's notices are texted: its oldest number on file that is a
+    valid US number (Twilio may still refuse it: a landline, an opted-out number)."""
+    numbers = session.scalars(
+        select(Phone.e164).where(Phone.account_id == account_id).order_by(Phone.created_at, Phone.id)
+    )
+    return next((number for number in numbers if textable_us_number(number)), None)
+
+
 def write_notice(
     session: Session,
     kind: NoticeKind,
@@ -123,11 +146,20 @@ def write_notice(
     now: datetime,
     amount_cents: int | None = None,
     due_date: date | None = None,
-) -> int | None:
-    """Write the notice for the account's e-mail address; its id, or None without one."""
+) -> tuple[int, ...]:
+    """Write the notice for the account's e-mail address and, with texts on, for its
+    number on file; the ids written (none without either)."""
     account = session.get(Account, enrollment.account_id)
-    if account is None or not account.email:
-        return None
+    if account is None:
+        return ()
+    destinations: list[tuple[str, str]] = []
+    if account.email:
+        destinations.append(("email", mask_email(account.email)))
+    number = text_number(session, account.id) if wording.texts else None
+    if number is not None:
+        destinations.append(("text", mask_phone(number)))
+    if not destinations:
+        return ()
     lang = "es" if account.language == "es" else "en"
     subject, body = compose_text(
         kind,
@@ -138,33 +170,49 @@ def write_notice(
         amount_cents=amount_cents,
         due_date=due_date,
     )
-    row = AutopayNotice(
-        account_id=account.id,
-        enrollment_id=enrollment.id,
-        kind=kind,
-        medium="email",
-        to_masked=mask_email(account.email),
-        subject=subject,
-        body=body,
-        created_at=now,
-    )
-    session.add(row)
+    rows = [
+        AutopayNotice(
+            account_id=account.id,
+            enrollment_id=enrollment.id,
+            kind=kind,
+            medium=medium,
+            to_masked=to_masked,
+            subject=subject,
+            body=body,
+            created_at=now,
+        )
+        for medium, to_masked in destinations
+    ]
+    session.add_all(rows)
     session.flush()
-    return row.id
+    return tuple(row.id for row in rows)
+
+
+def text_body(notice: AutopayNotice) -> str:
+    """A text has no subject line: the subject (it names the utility) opens the body."""
+    return f"{notice.subject}\n{notice.body}".rstrip()
 
 
 class AutopayNotices:
-    """Delivers written notices; ``sender=None`` (no SMTP host) leaves them pending."""
+    """Delivers written notices; ``sender=None`` (no SMTP host) leaves e-mails pending,
+    ``texts=None`` (no ``SECUREPAY_SMS_FROM``) texts."""
 
-    def __init__(self, sessions: sessionmaker[Session], sender: ReceiptSender | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        sender: ReceiptSender | None,
+        clock: Clock,
+        texts: TextSender | None = None,
+    ) -> None:
         self._sessions = sessions
         self._sender = sender
+        self._texts = texts
         self._clock = clock
         self._lock = threading.Lock()
         self._futures: set[Future[int]] = set()
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="securepay-autopay-notices")
-            if sender is not None
+            if sender is not None or texts is not None
             else None
         )
 
@@ -197,7 +245,7 @@ class AutopayNotices:
 
     @property
     def enabled(self) -> bool:
-        return self._sender is not None
+        return self._sender is not None or self._texts is not None
 
     def deliver(self, notice_ids: list[int]) -> int:
         """Send these notices now; returns how many were sent. Never raises for SMTP."""
@@ -222,28 +270,26 @@ class AutopayNotices:
         return self.deliver(ids)
 
     def _deliver_one(self, notice_id: int) -> bool:
-        sender = self._sender
-        if sender is None:
-            return False
         with self._sessions() as session:
             found = session.execute(
                 select(AutopayNotice, Account.email, Account.language)
                 .join(Account, Account.id == AutopayNotice.account_id)
                 .where(AutopayNotice.id == notice_id)
             ).one_or_none()
-        if found is None or not found.email or found.AutopayNotice.sent_at is not None:
-            return False
-        notice: AutopayNotice = found.AutopayNotice
-        claimed_at = self._clock.now()
-        with self._sessions() as session, session.begin():
-            claimed = session.execute(
-                update(AutopayNotice)
-                .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at.is_(None))
-                .values(sent_at=claimed_at),
-                execution_options={"synchronize_session": False},
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if found is None or found.AutopayNotice.sent_at is not None:
                 return False
+            notice: AutopayNotice = found.AutopayNotice
+            number = text_number(session, notice.account_id) if notice.medium == "text" else None
+        if notice.medium == "text":
+            if self._texts is None or number is None or mask_phone(number) != notice.to_masked:
+                return False  # texts off, or the number is no longer on file: left pending
+            return self._text_one(notice, number, self._texts)
+        sender = self._sender
+        if sender is None or not found.email:
+            return False
+        claimed_at = self._claim(notice_id)
+        if claimed_at is None:
+            return False
         message = EmailMessage()
         message["Subject"] = notice.subject
         message["To"] = found.email
@@ -255,25 +301,62 @@ class AutopayNotices:
         try:
             sender.send(message)
         except ReceiptNotSent as exc:
-            with self._sessions() as session, session.begin():
-                session.execute(
-                    update(AutopayNotice)
-                    .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at == claimed_at)
-                    .values(sent_at=None, failure=str(exc)[:200]),
-                    execution_options={"synchronize_session": False},
-                )
+            self._release(notice_id, claimed_at, str(exc))
             log.warning("autopay_notice_failed", notice_id=notice_id, error=str(exc))
             return False
         log.info("autopay_notice_sent", notice_id=notice_id, kind=notice.kind, to=notice.to_masked)
         return True
 
+    def _text_one(self, notice: AutopayNotice, number: str, texts: TextSender) -> bool:
+        claimed_at = self._claim(notice.id)
+        if claimed_at is None:
+            return False
+        outcome = texts.send(number, text_body(notice))
+        if not outcome.sent:
+            code = f" (Twilio error {outcome.error_code})" if outcome.error_code is not None else ""
+            self._release(notice.id, claimed_at, f"text {outcome.reason}{code}")
+            log.warning("autopay_notice_failed", notice_id=notice.id, medium="text", reason=outcome.reason,
+                        error_code=outcome.error_code)
+            return False
+        log.info("autopay_notice_sent", notice_id=notice.id, kind=notice.kind, medium="text",
+                 to=notice.to_masked, message_sid=outcome.message_sid)
+        return True
+
+    def _claim(self, notice_id: int) -> datetime | None:
+        """Mark the notice as being sent; None when another sender has it already."""
+        claimed_at = self._clock.now()
+        with self._sessions() as session, session.begin():
+            claimed = session.execute(
+                update(AutopayNotice)
+                .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at.is_(None))
+                .values(sent_at=claimed_at),
+                execution_options={"synchronize_session": False},
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+        return claimed_at
+
+    def _release(self, notice_id: int, claimed_at: datetime, failure: str) -> None:
+        """Not sent: pending again, with why (for ``deliver_pending`` and staff)."""
+        with self._sessions() as session, session.begin():
+            session.execute(
+                update(AutopayNotice)
+                .where(AutopayNotice.id == notice_id, AutopayNotice.sent_at == claimed_at)
+                .values(sent_at=None, failure=failure[:200]),
+                execution_options={"synchronize_session": False},
+            )
+
 
 def build_autopay_notices(
     settings: Settings, sessions: sessionmaker[Session], clock: Clock
 ) -> AutopayNotices:
-    """Notices go out through the receipts' SMTP sender (its TLS and login settings)."""
-    return AutopayNotices(sessions, smtp_sender_for(settings), clock)
+    """Notices go out through the receipts' SMTP sender (its TLS and login settings) and,
+    with ``SECUREPAY_SMS_FROM``, the text receipts' Twilio sender."""
+    from payments.texts import text_sender_for  # the twilio client, only where notices go out
+
+    return AutopayNotices(sessions, smtp_sender_for(settings), clock, text_sender_for(settings))
 
 
 def wording_from(settings: Settings) -> Wording:
-    return Wording(settings.utility_name, settings.member_services_number)
+    texts = settings.sms_from is not None  # the text receipt is on
+    return Wording(settings.utility_name, settings.member_services_number, texts=texts)

@@ -85,23 +85,25 @@ class DraftView:
 
 @dataclass(frozen=True)
 class Wording:
-    """What every notice names: the utility, its member services number."""
+    """What every notice names: the utility, its member services number; and whether
+    notices also go by text message (``SECUREPAY_SMS_FROM`` set: the text receipt is on)."""
 
     utility_name: str
     member_services: str
+    texts: bool = False
 
 
 @dataclass(frozen=True)
 class Enrolled:
     enrollment: EnrollmentView
     change: str  # "enrolled", "method_changed", or "unchanged" (same method, already active)
-    notice_id: int | None  # the written notice to send after the commit, if any
+    notice_ids: tuple[int, ...]  # the written notices to send after the commit (e-mail, text)
 
 
 @dataclass(frozen=True)
 class Cancelled:
     enrollment: EnrollmentView
-    notice_id: int | None
+    notice_ids: tuple[int, ...]
 
 
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover"}

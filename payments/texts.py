@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import requests
 import structlog
@@ -37,7 +37,9 @@ from ivr.flows.ports import UnitOfWork
 from ivr.flows.texting import TextJob
 from ivr.settings import Settings
 
-__all__ = ["TextOutcome", "TextReceipts", "TwilioTexts", "build_text_receipts"]
+__all__ = [
+    "TextOutcome", "TextReceipts", "TextSender", "TwilioTexts", "build_text_receipts", "text_sender_for",
+]
 
 log = structlog.get_logger()
 
@@ -64,6 +66,12 @@ class TextOutcome:
     @property
     def sent(self) -> bool:
         return self.reason == "sent"
+
+
+class TextSender(Protocol):
+    def send(self, to: str, body: str) -> TextOutcome:
+        """Send one text; Twilio's answer (never raises for Twilio's refusals)."""
+        ...
 
 
 class TwilioTexts:
@@ -182,8 +190,9 @@ class TextReceipts:
             uow.commit()
 
 
-def build_text_receipts(settings: Settings, unit_of_work: UnitOfWorkFactory) -> TextReceipts | None:
-    """Texts are off (None) unless ``SECUREPAY_SMS_FROM`` is set."""
+def text_sender_for(settings: Settings) -> TwilioTexts | None:
+    """The Messages API sender, or None: texts are off unless ``SECUREPAY_SMS_FROM`` is set.
+    Shared by the text receipts and Auto Pay's written notices."""
     if settings.sms_from is None or settings.twilio_account_sid is None:
         return None
     if settings.twilio_api_key is not None and settings.twilio_api_secret is not None:
@@ -192,10 +201,15 @@ def build_text_receipts(settings: Settings, unit_of_work: UnitOfWorkFactory) -> 
         username, password = settings.twilio_account_sid, settings.twilio_auth_token.reveal()
     else:
         return None
-    sender = TwilioTexts(
+    return TwilioTexts(
         account_sid=settings.twilio_account_sid,
         sender=settings.sms_from,
         username=username,
         password=password,
     )
-    return TextReceipts(sender, unit_of_work)
+
+
+def build_text_receipts(settings: Settings, unit_of_work: UnitOfWorkFactory) -> TextReceipts | None:
+    """Texts are off (None) unless ``SECUREPAY_SMS_FROM`` is set."""
+    sender = text_sender_for(settings)
+    return None if sender is None else TextReceipts(sender, unit_of_work)

@@ -23,12 +23,13 @@ from ivr.softphone import Softphone
 from tests.autopay_setup import enroll, live, save_card
 from tests.ledger_checks import VISA, books, processor_charges
 from tests.members import PIN, Member, add_members
+from tests.twilio_requests import RawCall, signed_post
 
 PayPhone = Callable[..., Softphone]
 CALLER = "+12025550143"
 ACCOUNT = "10004821"
-EN = ["1", "1", PIN]
-ES = ["2", "1", PIN]
+EN = ["1", PIN]
+ES = ["2", PIN]
 MASTERCARD = "5555555555554444 12/30 123"
 
 
@@ -47,8 +48,11 @@ def test_not_enrolled_hears_what_auto_pay_is_and_star_goes_back(app: Flask, phon
     add_members(app, member())
     call = phone.call(CALLER, [*EN, "4", "*"])
     text = call.said_text()
-    assert "Auto Pay pays each new bill in full on its due date" in text
-    assert call.last_said().startswith("To pay the full balance, press 1.")
+    intro = "Auto Pay pays each new bill in full on its due date"
+    assert intro in text
+    back = text.split(intro, 1)[1]  # `*`: the account menu again, the last thing said
+    assert back.endswith("\nPress 1 to pay the full balance.\nOr press 2 for another amount or method, "
+                         "3 last payment, 4 Auto Pay, 5 another account, 0 member services.")
 
 
 def test_enrolling_with_a_new_card_reads_the_terms_saves_it_and_offers_the_current_bill(
@@ -72,7 +76,7 @@ def test_enrolling_with_a_new_card_reads_the_terms_saves_it_and_offers_the_curre
         "To pay 123 dollars and 45 cents on the account ending in 4 8 2 1 now with the Visa "
         "ending in 4 2 4 2, press 1."
     ) in text
-    assert "has been received" in text  # `1` paid the bill already issued
+    assert "Paid, thank you. Your confirmation number is" in text  # `1` paid the bill already issued
     (enrollment,) = rows(app, AutopayEnrollment)
     assert (enrollment.status, enrollment.channel, enrollment.method_last4) == ("active", "ivr", "4242")
     assert enrollment.agreed_by.startswith("CA") and enrollment.terms_version == "2026-12-01"
@@ -173,18 +177,8 @@ def test_a_removed_method_suspends_auto_pay_and_the_next_call_says_so_once(
 def test_bank_accounts_are_pointed_to_the_portal_and_a_card_asked_for(
     app: Flask, card_phone: PayPhone
 ) -> None:
-    from db.stored_methods import SqlStoredMethods
-    from payments.gateway import MethodInfo
-
     (account_id,) = add_members(app, member())
-    with app.app_context():
-        services = current_services()
-        with services.unit_of_work() as uow:  # a bank account saved in the portal
-            SqlStoredMethods(uow.session).add(
-                account_id, MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None),
-                created_via="portal", now=services.clock.now(),
-            )
-            uow.commit()
+    _bank_on_file(app, account_id)
     text = card_phone(VISA).call(CALLER, [*EN, "4", "1"]).said_text()
     assert "Bank accounts can be set up for Auto Pay in our online member portal." in text
     assert "6 7 8 9" not in text  # not offered by phone: its authorization is not recorded here
@@ -192,7 +186,9 @@ def test_bank_accounts_are_pointed_to_the_portal_and_a_card_asked_for(
 
 
 def _bank_on_file(app: Flask, account_id: int) -> None:
-    """A bank account saved in the portal (no processor call is made by these calls)."""
+    """A bank account saved in the portal, which saves one through a SetupIntent with its
+    mandate (a bank account without one is not offered by phone at all); no processor
+    call is made by these calls."""
     from db.stored_methods import SqlStoredMethods
     from payments.gateway import MethodInfo
 
@@ -200,7 +196,9 @@ def _bank_on_file(app: Flask, account_id: int) -> None:
         services = current_services()
         with services.unit_of_work() as uow:
             SqlStoredMethods(uow.session).add(
-                account_id, MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None),
+                account_id, MethodInfo(
+                    "pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None, mandate_id="mandate_1",
+                ),
                 created_via="portal", now=services.clock.now(),
             )
             uow.commit()
@@ -246,18 +244,50 @@ def test_no_audio_or_a_forged_record_callback_enrolls_nothing(app: Flask) -> Non
     _bank_on_file(app, account_id)
     call = RawCall(app, CALLER)
     call.start()
-    for n, digits in enumerate([*EN, "4", "1", "1", "1"], start=1):
+    keys = [*EN, "4", "1", "1", "1"]  # to the <Record> step
+    for n, digits in enumerate(keys, start=1):
         assert call.step(n, digits).status_code == 200
-    silent = call.step(8, None)  # no audio: Twilio skips the action and follows the Redirect
+    silent = call.step(len(keys) + 1, None)  # no audio: Twilio skips the action and follows the Redirect
     assert b"after the tone please say your name" in silent.data and live(app, account_id) is None
-    forged = call.step(9, "#")  # keys alone are no recording
+    forged = call.step(len(keys) + 2, "#")  # keys alone are no recording
     assert b"We did not hear your authorization." in forged.data and live(app, account_id) is None
     sid = "RE" + "ab" * 16
     params = {
         **call.base, "CallStatus": "in-progress", "RecordingSid": sid, "RecordingDuration": "5",
         "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}", "Digits": "#",
     }
-    done = signed_post(app, "/ivr/step?n=10", params)
+    done = signed_post(app, f"/ivr/step?n={len(keys) + 3}", params)
     assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
     enrollment = live(app, account_id)
     assert enrollment is not None and enrollment.recording_sid == sid
+
+
+def test_the_bill_already_issued_is_offered_only_where_the_fast_lane_would_offer_it(
+    app: Flask, phone: Softphone
+) -> None:
+    # One rule for a one-press charge (ivr/flows/fast_lane.py): a bank account is never
+    # debited on one press, its recorded authorization being for Auto Pay's drafts.
+    import dataclasses
+
+    services = app.extensions["securepay"]
+    services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
+    (account_id,) = add_members(app, member())  # 123.45 due November 30: not covered
+    _bank_on_file(app, account_id)
+    with app.app_context(), services.unit_of_work() as uow:
+        uow.methods.set_customer_id(account_id, "cus_bank_holder")  # a processor customer on file
+        uow.commit()
+    call = RawCall(app, CALLER)
+    call.start()
+    keys = [*EN, "4", "1", "1", "1"]  # to the <Record> step
+    for n, digits in enumerate(keys, start=1):
+        assert call.step(n, digits).status_code == 200
+    sid = "RE" + "cd" * 16
+    done = signed_post(app, f"/ivr/step?n={len(keys) + 1}", {
+        **call.base, "CallStatus": "in-progress", "RecordingSid": sid, "RecordingDuration": "4",
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/{sid}", "Digits": "#",
+    })
+    assert b"You are enrolled in Auto Pay with the bank account ending in 6 7 8 9." in done.data
+    assert b"is not covered by Auto Pay." in done.data  # said all the same
+    assert b"now with the" not in done.data  # no one-press offer of the bank account
+    assert b"Press 1 to pay the full balance." in done.data  # the menu, as the fast lane has it
+    assert not books(app).payments

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import click
@@ -15,10 +16,13 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from sqlalchemy import Engine, make_url
 
+from db.autopay import SqlAutopay
 from ivr import create_app
 from ivr.cli import main
 from ivr.services import EXTENSION_KEY
 from ivr.settings import Settings
+from payments.autopay_terms import TERMS_VERSION
+from payments.gateway import MethodInfo
 from tests.members import Member, add_members
 
 ACCOUNT = "10004821"
@@ -34,6 +38,8 @@ WRITERS = {
     "pin unlock": ["pin", "unlock", ACCOUNT, "--staff", "J. Ortiz", "--reason", "verified"],
     "import accounts": ["import", "accounts", "{accounts_csv}"],
     "db upgrade": ["db", "upgrade"],
+    "autopay run": ["autopay", "run", "--date", "2026-11-30"],  # the seeded member's bill is due
+    "autopay cancel": ["autopay", "cancel", ACCOUNT, "--staff", "J. Ortiz", "--reason", "member request"],
 }
 READERS = {
     "pin status": ["pin", "status", ACCOUNT],
@@ -47,6 +53,9 @@ READERS = {
     "payments export": ["payments", "export"],
     "payments reconcile": ["payments", "reconcile"],
     "payments send-receipts": ["payments", "send-receipts"],  # writes only what it sends
+    "autopay list": ["autopay", "list"],
+    "autopay show": ["autopay", "show", ACCOUNT],
+    "autopay export": ["autopay", "export"],
 }
 ALL = {**WRITERS, **READERS}
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z \[")
@@ -81,7 +90,18 @@ def accounts_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def seeded(test_env: dict[str, str], engine: Engine) -> Iterator[Flask]:
     app = create_app(Settings.from_env(test_env), cli=True)
-    add_members(app, Member(ACCOUNT, name=NAME, phones=["+12025550143"]))
+    (account_id,) = add_members(app, Member(ACCOUNT, name=NAME, phones=["+12025550143"]))
+    # In Auto Pay with a stored card, its November bill covered: `autopay run` has a draft
+    # to write and `autopay cancel` an agreement to end.
+    services = app.extensions[EXTENSION_KEY]
+    with app.app_context(), services.unit_of_work() as uow:
+        card = MethodInfo("pm_card_visa", "card", "visa", "4242", 12, 2030)
+        method = uow.methods.add(account_id, card, created_via="portal", now=services.clock.now())
+        SqlAutopay(uow.session).enroll(
+            account_id, method, channel="portal", actor="portal", terms_version=TERMS_VERSION,
+            first_due_after=date(2026, 10, 31), now=services.clock.now(),
+        )
+        uow.commit()
     yield app
     app.extensions[EXTENSION_KEY].engine.dispose()
 

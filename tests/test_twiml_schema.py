@@ -185,10 +185,13 @@ def test_whole_calls_through_every_state_answer_only_valid_twiml(
     for caller, keys, cards in SCRIPTS:
         softphone(*cards).call(caller, keys)
     services = app.extensions[EXTENSION_KEY]
-    # Auto Pay with a bank account, its spoken authorization taken by <Record>.
+    # Auto Pay with a bank account, its spoken authorization taken by <Record>. (The
+    # portal saves a bank account with its mandate; one without is not offered by phone.)
     services.flow_config = dataclasses.replace(services.flow_config, autopay_record_consent=True)
     with app.app_context(), services.unit_of_work() as uow:
-        bank = MethodInfo("pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None)
+        bank = MethodInfo(
+            "pm_bank_6789", "bank", "STRIPE TEST BANK", "6789", None, None, mandate_id="mandate_1"
+        )
         account = uow.accounts.by_number("10006666")
         assert account is not None
         uow.methods.add(account.id, bank, created_via="portal", now=services.clock.now())

@@ -23,6 +23,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.autopay import NotEnrolled, SqlAutopay
+from ivr.cli.database_errors import describe
 from ivr.cli.report_window import fail, parse_day
 from ivr.flows.amounts import format_cents
 from ivr.services import Services, current_services
@@ -96,7 +97,8 @@ def run_command(day_raw: str | None) -> None:
             process=f"{services.process}:autopay",
         )
     except SQLAlchemyError as exc:
-        fail(f"the database could not be used, the run stopped: {type(exc).__name__}", 1)
+        # The one-line reason every command gives (``ivr.cli.database_errors``).
+        fail(f"{describe(exc)}; the run stopped", 1)
     receipts = build_receipt_dispatcher(services.settings, services.sessions, services.clock)
     try:
         for payment_id in report.payment_ids:
@@ -224,7 +226,7 @@ def cancel_command(account: str, staff: str, reason: str) -> None:
             )
         except NotEnrolled:
             fail(f"account ending {summary.number[-4:]} has no Auto Pay", 1)
-        ended, notice = done.enrollment, done.notice_id
+        ended, notices = done.enrollment, done.notice_ids
         uow.events.record(
             "autopay_cancelled",
             account_id=summary.id,
@@ -234,8 +236,8 @@ def cancel_command(account: str, staff: str, reason: str) -> None:
             channel="staff",
         )
         uow.commit()
-    if notice is not None:
-        build_autopay_notices(services.settings, services.sessions, services.clock).deliver([notice])
+    if notices:
+        build_autopay_notices(services.settings, services.sessions, services.clock).deliver(list(notices))
     click.echo(f"Account ending {summary.number[-4:]}: Auto Pay cancelled; no further bill will be drafted.")
 
 

@@ -5,8 +5,9 @@ new card (``8``, collected by ``<Pay>`` and saved: it is for later payments); th
 are read (the full balance of each bill, on its due date, the method's last four, the
 first bill covered, how to cancel) and ``1`` agrees, ``2`` declines. The bill already
 issued is not covered: after agreeing, the member hears so and may pay it at once
-(``1``: the offer names the amount, the account's and the method's last four, as the
-confirm step does). Enrolled: the method and the next draft; ``1`` change the method,
+with the enrolled method: the fast lane's one-press offer (``ivr.flows.fast_lane``: the
+same rules decide it, it names the amount, the account's and the method's last four,
+and ``1`` charges it as the fast lane does). Enrolled: the method and the next draft; ``1`` change the method,
 ``2`` cancel (then ``1`` to confirm), ``*`` back.
 
 Bank accounts: the network's rules for a recurring debit authorized by telephone want
@@ -24,10 +25,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ivr.flows import charge
+from ivr.flows import fast_lane
 from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase, speaks
-from ivr.flows.payment import CARD_RESULTS, PM_ID, amount_limits, payments_refused
+from ivr.flows.payment import CARD_RESULTS, PM_ID
 from ivr.flows.ports import MAX_STORED_METHODS, MethodNotStored, MethodOnFile
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
 from payments.autopay_terms import EnrollmentView, Wording
@@ -53,7 +54,7 @@ SUSPENDED = {
 
 
 def _wording(ctx: Ctx) -> Wording:
-    return Wording(ctx.config.utility_name, ctx.config.member_services_number)
+    return Wording(ctx.config.utility_name, ctx.config.member_services_number, texts=ctx.config.texts_on)
 
 
 def _cards(ctx: Ctx) -> list[MethodOnFile]:
@@ -293,33 +294,33 @@ def _enroll(ctx: Ctx, recording_sid: str | None) -> Go:
     enrollment = done.enrollment
     ctx.event(f"autopay_{done.change}", enrollment_id=enrollment.id, method_last4=enrollment.method_last4,
               terms_version=enrollment.terms_version)
-    if done.notice_id is not None:
-        notices, notice_id = ctx.notices, done.notice_id
-        ctx.after_commit.append(lambda: notices.dispatch([notice_id]))
+    if done.notice_ids:
+        notices, notice_ids = ctx.notices, list(done.notice_ids)
+        ctx.after_commit.append(lambda: notices.dispatch(notice_ids))
     words = {"method": say_method(enrollment.method_kind, enrollment.method_brand, ctx.lang),
              "last4": say_digits(enrollment.method_last4)}
     said = Phrase("autopay_changed_now" if done.change == "method_changed" else "autopay_enrolled_now", words)
-    if done.change == "enrolled" and _offer_current_bill(ctx, enrollment):
+    account = ctx.refresh_account()
+    if done.change != "enrolled" or account.balance_cents <= 0 or enrollment.covers(account.due_date):
+        return Go(MENU, notice=said)
+    if _offer_current_bill(ctx, enrollment):
         return Go(PAY_NOW, notice=said)
-    return Go(MENU, notice=said)
+    # Not offered (a bank account, an amount over the limit...): still said, not covered.
+    return Go(MENU, notice=Phrase("autopay_enrolled_not_covered", {
+        **words, "amount": say_amount(account.balance_cents, ctx.lang),
+        "due_date": say_date(account.due_date, ctx.lang),
+    }))
 
 
 def _offer_current_bill(ctx: Ctx, enrollment: EnrollmentView) -> bool:
-    """The bill already issued (not covered) may be paid now with the enrolled card."""
-    account = ctx.refresh_account()
-    balance = account.balance_cents
-    if balance <= 0 or enrollment.covers(account.due_date):
-        return False
-    if payments_refused(ctx) is not None or amount_limits(ctx, balance) is not None:
-        return False
-    ctx.call.data.update(
-        amount_cents=balance,
-        pay_full=True,
-        method={"processor_id": enrollment.method_processor_id, "brand": enrollment.method_brand,
-                "last4": enrollment.method_last4, "kind": enrollment.method_kind, "stored": True},
-        confirm_no=int(ctx.call.data.get("confirm_no", 0)) + 1,
-    )
-    return True
+    """The bill already issued (not covered) may be paid now with the enrolled method,
+    where the fast lane would offer that method for it."""
+    account = ctx.account()
+    on_file = ctx.uow.methods.for_account(account.id)
+    method = next((m for m in on_file if m.processor_id == enrollment.method_processor_id), None)
+    offer = fast_lane.offer_with(ctx, method)
+    fast_lane.keep_offer(ctx, offer)
+    return offer is not None
 
 
 agree = Action(_agree, (RECORD, PAY_NOW, MENU))
@@ -337,21 +338,19 @@ decline = Action(_decline, (MENU,))
 
 @speaks("autopay_not_covered", "autopay_pay_now_offer")
 def speak_pay_now(ctx: Ctx) -> list[Phrase]:
-    data: dict[str, Any] = ctx.call.data
-    account = ctx.account()
-    amount = say_amount(int(data["amount_cents"]), ctx.lang)
+    words = fast_lane.offer_words(ctx)
+    due_date = say_date(ctx.account().due_date, ctx.lang)
     return [
-        Phrase("autopay_not_covered", {"amount": amount, "due_date": say_date(account.due_date, ctx.lang)}),
-        Phrase("autopay_pay_now_offer", {
-            "amount": amount,
-            "account_last4": say_digits(account.number[-4:]),
-            "method": say_method(data["method"]["kind"], data["method"]["brand"], ctx.lang),
-            "last4": say_digits(data["method"]["last4"]),
-        }),
+        Phrase("autopay_not_covered", {"amount": words["amount"], "due_date": due_date}),
+        Phrase("autopay_pay_now_offer", words),
     ]
 
 
-pay_now = charge.confirm_payment
+def _pay_now(ctx: Ctx, _digits: str) -> Go:
+    return fast_lane.charge_offer(ctx)
+
+
+pay_now = Action(_pay_now, fast_lane.CHARGE_OFFER_LEADS_TO)
 
 
 # --- enrolled: the method, the next draft, change or cancel ----------------------------------
@@ -395,9 +394,9 @@ def _cancel(ctx: Ctx, _digits: str) -> Go:
     except LookupError:  # cancelled meanwhile (the portal, staff)
         return Go(MENU, notice=Phrase("autopay_not_enrolled"))
     ctx.event("autopay_cancelled", enrollment_id=done.enrollment.id)
-    if done.notice_id is not None:
-        notices, notice_id = ctx.notices, done.notice_id
-        ctx.after_commit.append(lambda: notices.dispatch([notice_id]))
+    if done.notice_ids:
+        notices, notice_ids = ctx.notices, list(done.notice_ids)
+        ctx.after_commit.append(lambda: notices.dispatch(notice_ids))
     return Go(MENU, notice=Phrase("autopay_cancelled"))
 
 

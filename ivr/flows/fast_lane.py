@@ -14,6 +14,10 @@ only with a recorded authorization, which the store does not hold yet, so never)
 `1` is then the confirmation: the attempt number is fixed once per menu step, so a
 replay, a double press or a retry while the first request waits finds the same attempt
 (``charge.charge_confirmed``'s exactly-once rules do the rest).
+
+Auto Pay's offer to pay the bill already issued (``ivr.flows.autopay``) is the same
+offer with the enrolled method: ``offer_with`` decides it, ``keep_offer`` keeps it,
+``offer_words`` says it and ``charge_offer`` charges it, for both.
 """
 
 from __future__ import annotations
@@ -52,54 +56,76 @@ def chargeable(method: MethodOnFile, today: date) -> bool:
     return True
 
 
-def one_press_offer(ctx: Ctx) -> Offer | None:
-    """The full balance with the method this account paid with last (else the one
-    stored last), or None when one press could not pay it as said."""
-    if ctx.gateway is None or payment.declines_capped(ctx):
+def offer_with(ctx: Ctx, method: MethodOnFile | None) -> Offer | None:
+    """The full balance with ``method`` (one of the account's, as the store reads it
+    now), or None when one press could not pay it as said."""
+    if method is None or ctx.gateway is None or payment.declines_capped(ctx):
         return None
     account = ctx.account()
     balance = account.balance_cents
     if balance <= 0 or payment.amount_limits(ctx, balance) is not None:
         return None
-    methods = list(ctx.uow.methods.for_account(account.id)[:MAX_STORED_METHODS])
-    if not methods or ctx.uow.methods.customer_id(account.id) is None:
+    if ctx.uow.methods.customer_id(account.id) is None:
         return None
-    last_used = ctx.uow.ledger.last_paid_method(account.id)
-    method = next((m for m in methods if m.processor_id == last_used), methods[-1])
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
     if not chargeable(method, today):
         return None
     return Offer(balance, method.processor_id, method.kind, method.brand, method.last4)
 
 
-def prepare_offer(ctx: Ctx) -> None:
-    """On entering the account menu: the offer it will say, kept for its key `1`."""
-    offer = one_press_offer(ctx)
+def one_press_offer(ctx: Ctx) -> Offer | None:
+    """The full balance with the method this account paid with last (else the one
+    stored last), or None when one press could not pay it as said."""
+    account = ctx.account()
+    methods = list(ctx.uow.methods.for_account(account.id)[:MAX_STORED_METHODS])
+    if not methods:
+        return None
+    last_used = ctx.uow.ledger.last_paid_method(account.id)
+    return offer_with(ctx, next((m for m in methods if m.processor_id == last_used), methods[-1]))
+
+
+def keep_offer(ctx: Ctx, offer: Offer | None) -> None:
+    """Keep the offer about to be said for the `1` that follows (or forget the last)."""
     if offer is None:
         ctx.call.data.pop("offer", None)
     else:
         ctx.call.data["offer"] = asdict(offer)
 
 
-def offer_phrase(ctx: Ctx) -> Phrase | None:
-    """The offer as said: amount, account last four, method and its last four."""
-    offer = ctx.call.data.get("offer")
-    if not offer:
-        return None
-    return Phrase("menu_pay_offer", {
+def prepare_offer(ctx: Ctx) -> None:
+    """On entering the account menu: the offer it will say, kept for its key `1`."""
+    keep_offer(ctx, one_press_offer(ctx))
+
+
+def offer_words(ctx: Ctx) -> dict[str, str]:
+    """The kept offer's words: amount, account last four, method and its last four."""
+    offer = ctx.call.data["offer"]
+    return {
         "amount": say_amount(int(offer["amount_cents"]), ctx.lang),
         "account_last4": say_digits(ctx.account().number[-4:]),
         "method": say_method(str(offer["kind"]), str(offer["brand"]), ctx.lang),
         "method_last4": say_digits(str(offer["last4"])),
-    })
+    }
+
+
+def offer_phrase(ctx: Ctx) -> Phrase | None:
+    """The menu's offer as said, or None without one."""
+    if not ctx.call.data.get("offer"):
+        return None
+    return Phrase("menu_pay_offer", offer_words(ctx))
 
 
 def _pay_now(ctx: Ctx, digits: str) -> Go:
     """Key `1` at the account menu: the offer charged at once, or the full-balance path."""
-    data = ctx.call.data
-    offer = data.get("offer")
-    if not offer:
+    if not ctx.call.data.get("offer"):
         return payment.pay_full.run(ctx, digits)
+    return charge_offer(ctx)
+
+
+def charge_offer(ctx: Ctx) -> Go:
+    """The `1` to a kept offer: charged at once, as said, if its method is still on file."""
+    data = ctx.call.data
+    offer = data["offer"]
     refused = payment.payments_refused(ctx)
     if refused is not None:
         return refused
@@ -122,6 +148,5 @@ def _pay_now(ctx: Ctx, digits: str) -> Go:
     return charge.charge_confirmed(ctx)
 
 
-pay_now = Action(
-    _pay_now, tuple(dict.fromkeys((*payment.pay_full.leads_to, *charge.confirm_payment.leads_to)))
-)
+CHARGE_OFFER_LEADS_TO = tuple(dict.fromkeys((MENU, *charge.confirm_payment.leads_to)))
+pay_now = Action(_pay_now, tuple(dict.fromkeys((*payment.pay_full.leads_to, *CHARGE_OFFER_LEADS_TO))))

@@ -46,10 +46,10 @@ def autopay_json(enrollment: EnrollmentView) -> dict[str, object]:
     }
 
 
-def _send(notice_id: int | None) -> None:
+def _send(notice_ids: tuple[int, ...]) -> None:
     notices = current_services().autopay_notices
-    if notices is not None and notice_id is not None:
-        notices.dispatch([notice_id])
+    if notices is not None and notice_ids:
+        notices.dispatch(list(notice_ids))
 
 
 @bp.get("/accounts/<account>/autopay")
@@ -101,7 +101,7 @@ def put_autopay(account: str) -> tuple[Response, int]:
                 method_last4=method.last4,
             )
         uow.commit()
-    _send(done.notice_id)
+    _send(done.notice_ids)
     return jsonify(autopay_json(done.enrollment)), 201 if done.change == "enrolled" else 200
 
 
@@ -130,5 +130,5 @@ def delete_autopay(account: str) -> Response:
             enrollment_id=done.enrollment.id,
         )
         uow.commit()
-    _send(done.notice_id)
+    _send(done.notice_ids)
     return Response(status=204)

@@ -143,7 +143,7 @@ def remove_method(
         gateway.detach_method(method.processor_id)
     except InvalidPaymentMethod:
         log.info("payment_method_already_detached", account_id=account.id, method_id=method_id)
-    notice = None
+    notices: tuple[int, ...] = ()
     with services.unit_of_work() as uow:
         now = services.clock.now()
         # An Auto Pay agreement with this method is suspended, not left to fail.
@@ -152,14 +152,14 @@ def remove_method(
         )
         if suspended is not None:
             wording = wording_from(services.settings)
-            notice = write_notice(uow.session, "suspended", suspended, wording=wording, now=now)
+            notices = write_notice(uow.session, "suspended", suspended, wording=wording, now=now)
             uow.events.record("autopay_suspended", account_id=account.id, actor="portal",
                               reason="method_removed", enrollment_id=suspended.id)
         SqlStoredMethods(uow.session).remove(account.id, method_id)
         uow.commit()
     log.info("payment_method_removed", account_id=account.id, method_id=method_id)
-    if notice is not None and services.autopay_notices is not None:
-        services.autopay_notices.dispatch([notice])
+    if notices and services.autopay_notices is not None:
+        services.autopay_notices.dispatch(list(notices))
 
 
 def _create_customer(services: Services, gateway: PaymentGateway, account: AccountSummary) -> str:
