@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -78,6 +79,12 @@ def test_a_recycled_worker_leaves_its_counts_and_nothing_stale(
         fresh = server.wait_for_workers(2, excluding=first)
         assert fresh, "no worker was recycled"
         samples = _scrape(server.base_url)
+        # A fresh worker's pid shows before it has loaded the app (and set its gauge):
+        # wait, bounded, for both to have loaded; stale gauges would only add to it.
+        deadline = time.monotonic() + 20
+        while samples.get(("securepay_workers", ()), 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            samples = _scrape(server.base_url)
         again = _scrape(server.base_url)  # answered by either worker: the same totals
         code = server.stop()
     log = server.log()
