@@ -20,7 +20,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from db.models import AuditEvent
+from db.models import AuditEvent, AutopayNotice
 from ivr import create_app
 from ivr.metrics import MeteredGateway, observe_trail
 from ivr.services import EXTENSION_KEY
@@ -241,6 +241,18 @@ def test_database_gauges_are_read_at_scrape_time(
     ledger.pay(with_email, 6000, at=clock.now() - timedelta(days=8))  # too old to send now
     ledger.pay(without, 7000, at=clock.now())
     assert value(scrape(metered), "securepay_receipts_pending") == 1
+    # Texts pending: Auto Pay's texted notices of the last 7 days that Twilio has not taken.
+    assert value(scrape(metered), "securepay_texts_pending") == 0
+    with services.sessions() as session:
+        notices = [("text", False, 0), ("text", True, 0), ("text", False, 8), ("email", False, 0)]
+        for medium, sent, age in notices:  # one text waits; sent, too old, or mail: not texts pending
+            session.add(AutopayNotice(
+                account_id=with_email, kind="enrolled", medium=medium, to_masked="+1******0143",
+                subject="", body="Auto Pay", created_at=clock.now() - timedelta(days=age),
+                sent_at=clock.now() if sent else None,
+            ))
+        session.commit()
+    assert value(scrape(metered), "securepay_texts_pending") == 1
 
     clock.advance(timedelta(hours=2))  # no step for two hours: no longer in progress
     later = scrape(metered)

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.models import Account, AuditEvent, Call, Payment
+from db.models import Account, AuditEvent, AutopayNotice, Call, Payment
 from ivr.metrics import (
     CREDENTIAL_FAILURES,
     LOCKOUTS,
@@ -112,10 +112,22 @@ class DatabaseCollector(Collector):
                     Account.email != "",
                 )
             )
+            texts = session.scalar(
+                select(func.count())
+                .select_from(AutopayNotice)
+                .where(
+                    AutopayNotice.medium == "text",
+                    AutopayNotice.sent_at.is_(None),
+                    AutopayNotice.created_at >= now - RECEIPT_WINDOW,
+                )
+            )
             head = session.scalar(select(func.max(AuditEvent.seq)))
         return (
             ("securepay_calls_in_progress", "Calls active with a step in the last hour.", in_progress or 0),
             ("securepay_receipts_pending", "E-mail receipts of the last 7 days not yet sent.", receipts or 0),
+            # Receipt texts go out from the step itself (no queue); Auto Pay's texted notices
+            # are kept until Twilio takes them, and retried: those are the texts that wait.
+            ("securepay_texts_pending", "Texted Auto Pay notices of 7 days not yet sent.", texts or 0),
             ("securepay_audit_head_seq", "The audit chain's newest position (seq).", head or 0),
         )
 
