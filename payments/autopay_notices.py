@@ -3,10 +3,14 @@ and a word when a draft is declined or the agreement suspended.
 
 Each notice is first written to ``autopay_notices`` (subject and text, the address
 masked) in the same transaction as the change it reports: the trail keeps what the
-member was sent. An e-mail goes where one is on file; where the text receipt is on
-(``SECUREPAY_SMS_FROM``: ``Wording.texts``), a text too (medium ``text``) to the
-account's first phone number on file that is a valid US number (the numbers Call
-Capture matches, shared with the portal), whatever the channel of the change.
+member was sent. The wording is the templates': ``autopay_KIND.LANG.txt.j2`` for an
+e-mail, ``autopay_KIND_text.LANG.txt.j2`` for a text, the terms in
+``autopay_terms.LANG.txt.j2`` (``payments/templates/``, overridable per file in
+``SECUREPAY_TEMPLATES_DIR`` as the receipt is). An e-mail goes where one is on file;
+where the text receipt is on (``SECUREPAY_SMS_FROM``: ``Wording.texts``), a text too
+(medium ``text``) to the account's first phone number on file that is a valid US number
+(the numbers Call Capture matches, shared with the portal), whatever the channel of the
+change.
 
 A notice is delivered after the commit, by the receipts' SMTP sender
 (``payments.receipts.ReceiptSender``) or by Twilio's Messages API
@@ -37,7 +41,8 @@ from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
 from ivr.flows.texting import textable_us_number
-from payments.autopay_terms import EnrollmentView, Wording, method_words, written_terms
+from payments.autopay_terms import EnrollmentView, Wording, brand_name
+from payments.mail_templates import TemplateError, mail_templates
 from payments.receipts import ReceiptNotSent, ReceiptSender, mask_email, smtp_sender_for
 
 if TYPE_CHECKING:
@@ -49,24 +54,7 @@ __all__ = ["AutopayNotices", "NoticeKind", "Wording", "build_autopay_notices", "
 log = structlog.get_logger()
 
 NoticeKind = Literal["enrolled", "method_changed", "cancelled", "suspended", "declined"]
-
-
-def _subject(kind: NoticeKind, lang: str, utility: str) -> str:
-    en = {
-        "enrolled": "your Auto Pay terms",
-        "method_changed": "your Auto Pay payment method changed",
-        "cancelled": "your Auto Pay is cancelled",
-        "suspended": "your Auto Pay is suspended",
-        "declined": "your Auto Pay payment was declined",
-    }
-    es = {
-        "enrolled": "los términos de su pago automático",
-        "method_changed": "cambió el método de su pago automático",
-        "cancelled": "su pago automático está cancelado",
-        "suspended": "su pago automático está suspendido",
-        "declined": "su pago automático fue rechazado",
-    }
-    return f"{utility}: {(es if lang == 'es' else en)[kind]}"
+Medium = Literal["email", "text"]
 
 
 def compose_text(
@@ -78,49 +66,26 @@ def compose_text(
     account_last4: str,
     amount_cents: int | None = None,
     due_date: date | None = None,
+    medium: Medium = "email",
 ) -> tuple[str, str]:
-    """The subject and text of a notice, in ``lang``."""
-    es = lang == "es"
-    terms = written_terms(
-        enrollment,
-        lang=lang,
-        utility_name=wording.utility_name,
-        account_last4=account_last4,
-        member_services=wording.member_services,
-    )
-    method = method_words(enrollment.method_kind, enrollment.method_brand, enrollment.method_last4, lang)
-    lines: list[str] = []
-    if kind == "declined" and amount_cents is not None and due_date is not None:
-        amount, due = format_cents(amount_cents), say_date(due_date, lang, with_year=True)
-        lines.append(
-            f"El pago automático de {amount} de la factura que vence el {due} con su {method} fue "
-            "rechazado. La factura sigue pendiente: páguela por teléfono o en el portal."
-            if es
-            else f"The Auto Pay payment of {amount} for the bill due {due} with your {method} was "
-            "declined. The bill is still unpaid: please pay it by phone or in the portal."
-        )
-    if kind == "suspended":
-        lines.append(
-            "Su pago automático está suspendido: no se cobrará ninguna factura hasta que elija "
-            "otro método, por teléfono (oprima 4) o en el portal."
-            if es
-            else "Your Auto Pay is suspended: no bill will be charged until you choose another "
-            "payment method, by phone (press 4) or in the portal."
-        )
-    if kind == "cancelled":
-        lines.append(
-            "Su pago automático está cancelado: no se cobrará ninguna factura más. Estos eran los términos:"
-            if es
-            else "Your Auto Pay is cancelled: no further bill will be charged. These were the terms:"
-        )
-    if kind in ("enrolled", "method_changed"):
-        lines.append(
-            "Gracias. Estos son los términos que aceptó:"
-            if es
-            else "Thank you. These are the terms you agreed to:"
-        )
-    body = "\n".join(lines) + "\n\n" + terms
-    return _subject(kind, lang, wording.utility_name), body
+    """The subject and text of a notice, in ``lang``, from its template
+    (``autopay_KIND`` for an e-mail, ``autopay_KIND_text`` for a text message)."""
+    values = {
+        "utility_name": wording.utility_name,
+        "member_services": wording.member_services,
+        "account_last4": account_last4,
+        "method_kind": "bank" if enrollment.method_kind == "bank" else "card",
+        "method_brand": brand_name(enrollment.method_brand),
+        "method_last4": enrollment.method_last4,
+        "first_due_after": say_date(enrollment.first_due_after, lang, with_year=True),
+        "terms_version": enrollment.terms_version,
+    }
+    if kind == "declined":
+        if amount_cents is None or due_date is None:
+            raise ValueError("a declined notice names the amount and the bill's due date")
+        values |= {"amount": format_cents(amount_cents), "due_date": say_date(due_date, lang, with_year=True)}
+    message = f"autopay_{kind}" if medium == "email" else f"autopay_{kind}_text"
+    return mail_templates(wording.templates_dir).render(message, lang, **values)
 
 
 def mask_phone(e164: str) -> str:
@@ -152,7 +117,7 @@ def write_notice(
     account = session.get(Account, enrollment.account_id)
     if account is None:
         return ()
-    destinations: list[tuple[str, str]] = []
+    destinations: list[tuple[Medium, str]] = []
     if account.email:
         destinations.append(("email", mask_email(account.email)))
     number = text_number(session, account.id) if wording.texts else None
@@ -161,17 +126,19 @@ def write_notice(
     if not destinations:
         return ()
     lang = "es" if account.language == "es" else "en"
-    subject, body = compose_text(
-        kind,
-        enrollment,
-        lang=lang,
-        wording=wording,
-        account_last4=account.account_number[-4:],
-        amount_cents=amount_cents,
-        due_date=due_date,
-    )
-    rows = [
-        AutopayNotice(
+    rows = []
+    for medium, to_masked in destinations:
+        subject, body = compose_text(
+            kind,
+            enrollment,
+            lang=lang,
+            wording=wording,
+            account_last4=account.account_number[-4:],
+            amount_cents=amount_cents,
+            due_date=due_date,
+            medium=medium,
+        )
+        rows.append(AutopayNotice(
             account_id=account.id,
             enrollment_id=enrollment.id,
             kind=kind,
@@ -180,9 +147,7 @@ def write_notice(
             subject=subject,
             body=body,
             created_at=now,
-        )
-        for medium, to_masked in destinations
-    ]
+        ))
     session.add_all(rows)
     session.flush()
     return tuple(row.id for row in rows)
@@ -352,11 +317,17 @@ def build_autopay_notices(
 ) -> AutopayNotices:
     """Notices go out through the receipts' SMTP sender (its TLS and login settings) and,
     with ``SECUREPAY_SMS_FROM``, the text receipts' Twilio sender."""
+    from ivr.settings import SettingsError
     from payments.texts import text_sender_for  # the twilio client, only where notices go out
 
+    try:
+        mail_templates(settings.templates_dir)  # compiled now: a broken override stops the start
+    except TemplateError as exc:
+        raise SettingsError(str(exc)) from None
     return AutopayNotices(sessions, smtp_sender_for(settings), clock, text_sender_for(settings))
 
 
 def wording_from(settings: Settings) -> Wording:
     texts = settings.sms_from is not None  # the text receipt is on
-    return Wording(settings.utility_name, settings.member_services_number, texts=texts)
+    return Wording(settings.utility_name, settings.member_services_number, texts=texts,
+                   templates_dir=settings.templates_dir)

@@ -1,7 +1,8 @@
 """Auto Pay's terms and what an agreement is, apart from where it is stored.
 
 The flow, the portal, the draft run and the notices share these types; none of them
-imports the database here. ``TERMS_VERSION`` names the wording the member agreed to
+imports the database here. The wording of the written terms is in the notice templates
+(``payments/templates/autopay_*.txt.j2``). ``TERMS_VERSION`` names the wording the member agreed to
 (said on the phone, sent in writing, accepted by the portal); a change of wording is a
 new version, and agreements keep the version they were made under.
 """
@@ -11,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
-
-from ivr.flows.speech import say_date
 
 __all__ = [
     "TERMS_VERSION",
@@ -24,8 +23,7 @@ __all__ = [
     "Enrolled",
     "EnrollmentView",
     "Wording",
-    "method_words",
-    "written_terms",
+    "brand_name",
 ]
 
 TERMS_VERSION = "2026-12-01"
@@ -85,12 +83,14 @@ class DraftView:
 
 @dataclass(frozen=True)
 class Wording:
-    """What every notice names: the utility, its member services number; and whether
-    notices also go by text message (``SECUREPAY_SMS_FROM`` set: the text receipt is on)."""
+    """What every notice names: the utility, its member services number; whether
+    notices also go by text message (``SECUREPAY_SMS_FROM`` set: the text receipt is on);
+    and where a utility's own notice templates are (``SECUREPAY_TEMPLATES_DIR``)."""
 
     utility_name: str
     member_services: str
     texts: bool = False
+    templates_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,42 +109,7 @@ class Cancelled:
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover"}
 
 
-def method_words(kind: str, brand: str, last4: str, lang: str) -> str:
-    """``Visa ending in 4242`` / ``cuenta bancaria terminada en 6789``."""
-    if kind == "bank":
-        name = "bank account" if lang == "en" else "cuenta bancaria"
-    else:
-        name = _BRANDS.get(brand.lower(), brand.title())
-    return f"{name} {'ending in' if lang == 'en' else 'terminada en'} {last4}"
-
-
-def written_terms(
-    enrollment: EnrollmentView,
-    *,
-    lang: str,
-    utility_name: str,
-    account_last4: str,
-    member_services: str,
-) -> str:
-    """The terms as they are sent in writing; the same points the phone reads."""
-    method = method_words(enrollment.method_kind, enrollment.method_brand, enrollment.method_last4, lang)
-    after = say_date(enrollment.first_due_after, lang, with_year=True)
-    if lang == "es":
-        lines = [
-            f"Pago automático de {utility_name}, cuenta terminada en {account_last4}.",
-            f"Usted autorizó a {utility_name} a cobrar el saldo total de cada factura en su fecha de",
-            f"vencimiento, con su {method}, a partir de la primera factura que vence después del {after}.",
-            "Una factura ya emitida no está cubierta: páguela como de costumbre.",
-            "Para cancelar: llame a esta línea y oprima 4, use el portal, o llame a servicios al",
-            f"socio al {member_services}. Términos versión {enrollment.terms_version}.",
-        ]
-    else:
-        lines = [
-            f"{utility_name} Auto Pay, account ending in {account_last4}.",
-            f"You authorized {utility_name} to charge the full balance of each bill on its due date",
-            f"to your {method}, starting with the first bill due after {after}.",
-            "A bill already issued is not covered: pay it as usual.",
-            "To cancel: call this line and press 4, use the portal, or call member services at",
-            f"{member_services}. Terms version {enrollment.terms_version}.",
-        ]
-    return "\n".join(lines) + "\n"
+def brand_name(brand: str) -> str:
+    """``visa`` -> ``Visa``: a card's brand as the notices write it (the wording around
+    it, ``ending in 4242``, is the templates')."""
+    return _BRANDS.get(brand.lower(), brand.title())

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
@@ -57,7 +56,7 @@ from ivr.flows.amounts import format_cents
 from ivr.flows.ports import Clock
 from ivr.flows.speech import say_date
 from ivr.settings import SettingsError
-from payments.mail_templates import MailTemplates, TemplateError
+from payments.mail_templates import MailTemplates, TemplateError, mail_templates
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
@@ -170,9 +169,8 @@ def _body(receipt: Receipt, templates: MailTemplates) -> tuple[str, str]:
     )
 
 
-@cache
 def _built_in_templates() -> MailTemplates:
-    return MailTemplates.load()
+    return mail_templates()
 
 
 def compose(
@@ -637,7 +635,7 @@ def build_receipt_dispatcher(
     """The dispatcher the settings ask for: off (``sender=None``) without an SMTP host.
     The mail templates are compiled here: a broken override is a ``SettingsError``."""
     try:
-        templates = MailTemplates.load(settings.templates_dir)
+        templates = mail_templates(settings.templates_dir)  # once per process and folder
     except TemplateError as exc:
         raise SettingsError(str(exc)) from None
     return ReceiptDispatcher(

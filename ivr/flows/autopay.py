@@ -54,7 +54,9 @@ SUSPENDED = {
 
 
 def _wording(ctx: Ctx) -> Wording:
-    return Wording(ctx.config.utility_name, ctx.config.member_services_number, texts=ctx.config.texts_on)
+    config = ctx.config
+    return Wording(config.utility_name, config.member_services_number, texts=config.texts_on,
+                   templates_dir=config.templates_dir)
 
 
 def _cards(ctx: Ctx) -> list[MethodOnFile]:

@@ -97,6 +97,7 @@ class FlowConfig:
     closed_days: frozenset[date] = frozenset()  # member services closed all day (holidays)
     texts_on: bool = False  # text receipts (key 3 after a payment) are offered
     autopay_record_consent: bool = False  # bank accounts enrolled by phone, recorded
+    templates_dir: str | None = None  # a utility's own notice wording (SECUREPAY_TEMPLATES_DIR)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlowConfig:
@@ -127,6 +128,7 @@ class FlowConfig:
             closed_days=settings.closed_days,
             texts_on=settings.sms_from is not None,
             autopay_record_consent=settings.autopay_record_consent,
+            templates_dir=settings.templates_dir,
         )
 
 
