@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Protocol, runtime_checkable
 
 MethodKind = Literal["card", "bank"]
@@ -47,6 +47,14 @@ class MethodInfo:
     exp_month: int | None  # None for bank accounts
     exp_year: int | None
     mandate_id: str | None = None  # a bank account's debit authorization (mandate_...)
+
+
+def card_expired(exp_year: int | None, exp_month: int | None, today: date) -> bool:
+    """Whether a card's expiry (``None`` for a bank account) is past on ``today``: a card
+    is good through the last day of its expiry month."""
+    if exp_year is None or exp_month is None:
+        return False
+    return (exp_year, exp_month) < (today.year, today.month)
 
 
 @dataclass(frozen=True)

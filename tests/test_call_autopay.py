@@ -16,7 +16,7 @@ import stripe
 from flask import Flask
 from sqlalchemy import select
 
-from db.models import AutopayChange, AutopayEnrollment, AutopayNotice
+from db.models import AutopayChange, AutopayEnrollment, AutopayNotice, PaymentMethod
 from ivr.portal import wallet
 from ivr.services import current_services
 from ivr.softphone import Softphone
@@ -291,3 +291,31 @@ def test_the_bill_already_issued_is_offered_only_where_the_fast_lane_would_offer
     assert b"now with the" not in done.data  # no one-press offer of the bank account
     assert b"Press 1 to pay the full balance." in done.data  # the menu, as the fast lane has it
     assert not books(app).payments
+
+
+def _expire(app: Flask, method_id: int, year: int, month: int) -> None:
+    """The card's expiry as the processor reports it after the card ran out (the store
+    keeps what the processor says; the card was saved while still valid)."""
+    with app.app_context(), current_services().sessions() as session:
+        stored = session.get(PaymentMethod, method_id)
+        assert stored is not None
+        stored.exp_year, stored.exp_month = year, month
+        session.commit()
+
+
+def test_an_expired_card_is_not_offered_for_auto_pay(
+    app: Flask, phone: Softphone, stripe_client: stripe.StripeClient
+) -> None:
+    # Every draft on it would be declined (Stripe: "expired_card",
+    # https://docs.stripe.com/declines/codes): the phone offers only cards that can pay.
+    add_members(app, member())
+    expired = save_card(app, stripe_client, ACCOUNT, MASTERCARD)
+    save_card(app, stripe_client, ACCOUNT)  # the Visa, valid
+    _expire(app, expired.id, 2026, 10)  # the test clock says November 2026
+    text = phone.call(CALLER, [*EN, "4", "1"]).said_text()
+    assert "To use the Visa ending in 4 2 4 2 for Auto Pay, press 1." in text
+    assert "4 4 4 4" not in text
+    assert "To use a new card, press 8." in text
+    again = phone.call(CALLER, [*EN, "4", "1", "2"]).said_text()  # no second card on the list
+    assert again.count("To use the Visa ending in 4 2 4 2 for Auto Pay, press 1.") == 2
+    assert rows(app, AutopayEnrollment) == []

@@ -127,3 +127,23 @@ def test_the_terms_are_written_to_the_member_when_an_email_is_on_file(
     assert kinds == ["enrolled", "cancelled"]
     assert body is not None and "full balance of each bill on its due date" in body
     assert "ending in 4242" in body and "first bill due after November 30, 2026" in body
+
+
+def test_an_expired_card_is_refused_and_nothing_written(
+    portal_app: Flask, api: Api, stripe_client: stripe.StripeClient, engine_of: Engine  # noqa: F811
+) -> None:
+    # Stripe declines a charge on an expired card ("expired_card",
+    # https://docs.stripe.com/declines/codes): Auto Pay on it would fail on every due date.
+    from sqlalchemy import update
+
+    from db.models import PaymentMethod
+
+    visa = _method(api, stripe_client)
+    with engine_of.begin() as conn:  # it expired after it was saved (the test clock: Nov 2026)
+        expire = update(PaymentMethod).where(PaymentMethod.id == visa)
+        conn.execute(expire.values(exp_year=2026, exp_month=10))
+    response = api.call("PUT", AUTOPAY, json={"payment_method_id": visa, "terms_version": TERMS_VERSION})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "payment_method_expired"
+    assert "expired" in response.get_json()["error"]["message"]
+    assert _count(engine_of, AutopayEnrollment) == 0 and _count(engine_of, AutopayChange) == 0

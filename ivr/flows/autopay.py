@@ -32,7 +32,7 @@ from ivr.flows.payment import CARD_RESULTS, PM_ID
 from ivr.flows.ports import MAX_STORED_METHODS, MethodNotStored, MethodOnFile
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
 from payments.autopay_terms import EnrollmentView, Wording
-from payments.gateway import PaymentError, customer_idempotency_key
+from payments.gateway import PaymentError, card_expired, customer_idempotency_key
 
 MENU = "account_menu"
 INTRO = "autopay_intro"
@@ -60,12 +60,16 @@ def _wording(ctx: Ctx) -> Wording:
 
 
 def _cards(ctx: Ctx) -> list[MethodOnFile]:
-    """The stored methods the phone may enroll: cards, and bank accounts when their
-    authorization is recorded (else: the portal)."""
+    """The stored methods the phone may enroll: cards not expired (every draft on an
+    expired one would be declined), and bank accounts when their authorization is
+    recorded (else: the portal)."""
     methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
-    if ctx.config.autopay_record_consent:
-        return list(methods)
-    return [method for method in methods if method.kind == "card"]
+    today = ctx.clock.now().astimezone(ctx.config.timezone).date()
+    return [
+        method for method in methods
+        if (method.kind == "card" or ctx.config.autopay_record_consent)
+        and not card_expired(method.exp_year, method.exp_month, today)
+    ]
 
 
 def _has_bank(ctx: Ctx) -> bool:

@@ -21,6 +21,7 @@ from ivr.services import current_services
 from payments import autopay_enrollment
 from payments.autopay_notices import wording_from
 from payments.autopay_terms import TERMS_VERSION, EnrollmentView
+from payments.gateway import card_expired
 
 ACTOR = "portal"
 
@@ -81,6 +82,13 @@ def put_autopay(account: str) -> tuple[Response, int]:
         if method is None:
             raise ApiError(
                 422, "payment_method_not_found", "no stored payment method with this id on this account"
+            )
+        today = services.clock.now().astimezone(services.settings.timezone).date()
+        if card_expired(method.exp_year, method.exp_month, today):
+            # Every draft on it would be declined: the member adds the new card first.
+            raise ApiError(
+                422, "payment_method_expired",
+                f"the card ending in {method.last4} has expired: save a card that has not",
             )
         done = autopay_enrollment.enroll(
             uow.session,

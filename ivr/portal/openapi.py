@@ -460,8 +460,9 @@ _AUTOPAY_PATH = {
             **_BODY_ERRORS,
             "404": _error("No such account.", ["account_not_found", "not_found"]),
             "422": _error(
-                "The terms version is not the one in force, or no such stored method on the account.",
-                ["terms_version_not_current", "payment_method_not_found"],
+                "The terms version is not the one in force, no such stored method on the account, "
+                "or the card has expired.",
+                ["terms_version_not_current", "payment_method_not_found", "payment_method_expired"],
             ),
             **_COMMON,
         },
