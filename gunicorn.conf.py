@@ -18,8 +18,9 @@ explicit. Every choice is explained in the README, section Production; in short:
 - Logs: gunicorn's error and access logs go through the app's structlog redaction
   (``ivr.logs.configure_logging``); the access log shows no query string, no header and
   no digit run of a path (the portal API has account numbers in its paths).
-- ``worker_exit`` stops the receipt dispatcher: receipts being sent finish, queued ones
-  stay pending for ``securepay payments send-receipts``.
+- ``worker_exit`` stops the receipt dispatcher (receipts being sent finish, queued ones
+  stay pending for ``securepay payments send-receipts``) and waits for the text
+  receipts under way.
 - Settings are checked here, in the master, before any worker is forked: a bad or
   missing one is one line on stderr naming the variable, and the master exits with
   status 78 (``EX_CONFIG``), which ``deploy/securepay.service`` will not restart
@@ -139,8 +140,13 @@ class SecurePayLogger(glogging.Logger):  # type: ignore[misc]
 logger_class = SecurePayLogger
 
 
+# The texts' own HTTP timeout (payments.texts.TIMEOUT_SECONDS) fits in graceful_timeout.
+TEXTS_WAIT_SECONDS = 10.0
+
+
 def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the worker's receipt dispatcher and close its database connections."""
+    """Stop the worker's receipt dispatcher, let its text receipts under way finish, and
+    close its database connections."""
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("securepay")
     if services is None:
@@ -148,6 +154,11 @@ def worker_exit(server: Any, worker: Any) -> None:
     shutdown = getattr(services.notifier, "shutdown", None)
     if callable(shutdown):
         shutdown(cancel_queued=True)
+    # Text receipts under way (each on a daemon thread, seconds at most) are sent and
+    # recorded before the process goes; within graceful_timeout.
+    wait = getattr(services.texter, "wait", None)
+    if callable(wait):
+        wait(TEXTS_WAIT_SECONDS)
     services.engine.dispose()
     structlog.get_logger("securepay.gunicorn").info("worker_stopped", worker_pid=worker.pid)
 

@@ -149,3 +149,39 @@ def test_gunicorn_reads_its_secrets_from_systemd_credentials(
         assert _get(f"{server.base_url}/healthz") == 200
         assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+def test_a_worker_leaving_waits_for_the_text_receipts_under_way(backend: str) -> None:
+    # A recycled worker (max_requests) or a deploy's SIGTERM: the receipt a caller asked
+    # for is on a thread of its own, daemonic; without a wait it died with the process.
+    import importlib.util
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("securepay_gunicorn_conf", CONFIG)
+    assert spec is not None and spec.loader is not None
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+
+    sent: list[str] = []
+
+    class SlowTexter:
+        def __init__(self) -> None:
+            self.thread = threading.Thread(target=self._send, daemon=True)
+            self.thread.start()
+
+        def _send(self) -> None:
+            time.sleep(0.3)
+            sent.append("receipt")
+
+        def wait(self, timeout: float = 10.0) -> None:
+            self.thread.join(timeout)
+
+    disposed: list[bool] = []
+    services = SimpleNamespace(
+        notifier=None, texter=SlowTexter(), engine=SimpleNamespace(dispose=lambda: disposed.append(True))
+    )
+    worker = SimpleNamespace(pid=4242, wsgi=SimpleNamespace(extensions={"securepay": services}))
+    conf.worker_exit(None, worker)
+    assert sent == ["receipt"] and disposed == [True]
