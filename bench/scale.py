@@ -53,6 +53,7 @@ PORTAL_TOKEN = "securepay-bench-portal-token"  # noqa: S105 - a benchmark value,
 PUBLIC_URL = "http://pay.securepay-bench.invalid"
 SERVER_PORT = 8000  # the same on every namespace, as on N machines
 GUNICORN_CONFIG = REPO / "gunicorn.conf.py"
+WARMUP = "warm-up, every server"
 ALONE = "one server alone"
 TOGETHER = " servers together"
 
@@ -101,6 +102,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="netns: a network namespace per server (root); loopback: ports of 127.0.0.1; "
         "auto (default): netns when it can be made, else loopback",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="the calls of each phase in this many slices, alternating A B B A... (default 2)",
+    )
     parser.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument(
         "--database-url", default=DEFAULT_URL, help=f"dropped and recreated (default {DEFAULT_URL})"
@@ -120,8 +127,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.concurrency, args.workers, args.warmup = 60, 20, 3, 6
-    if args.servers < 2 or args.calls < 1 or args.concurrency < 1 or args.workers < 1 or args.warmup < 0:
-        parser.error("need servers >= 2, calls >= 1, concurrency >= 1, workers >= 1, warmup >= 0")
+    if (
+        args.servers < 2
+        or args.calls < args.rounds
+        or args.concurrency < 1
+        or args.workers < 1
+        or args.warmup < 0
+        or args.rounds < 1
+    ):
+        parser.error("need servers >= 2, calls >= rounds >= 1, concurrency >= 1, workers >= 1, warmup >= 0")
     needed = 2 * args.calls + args.warmup
     if args.accounts is None:
         args.accounts = needed + 1_000
@@ -218,13 +232,17 @@ def _server_env(database_url: str, stripe_base: str) -> dict[str, str]:
 
 @dataclass
 class Phase:
+    """One load phase (or several slices of one configuration, merged)."""
+
     name: str
     servers: tuple[int, ...]  # indexes of the servers that took calls
     results: list[driver.CallResult]
     planned: int
     wall_seconds: float
     workers_cpu_seconds: list[float]  # per server of ``servers``
-    machine_busy_fraction: float
+    own_cpu_seconds: float  # workers, PostgreSQL backends of the bench database, localstripe, generator
+    machine_busy_seconds: float
+    machine_total_seconds: float
 
     def figures(self) -> dict[str, Any]:
         ok = [r for r in self.results if r.error is None and not r.cut_by_deadline]
@@ -235,6 +253,7 @@ class Phase:
             [(r.account_index, len(r.requests)) for r in self.results], len(self.servers)
         )
         cpu = sum(self.workers_cpu_seconds)
+        total = self.machine_total_seconds or 1e-9
         return {
             "servers": [n + 1 for n in self.servers],
             "calls_planned": self.planned,
@@ -249,10 +268,56 @@ class Phase:
             "requests_per_server": per_server,
             "workers_cpu_seconds_per_server": [round(s, 2) for s in self.workers_cpu_seconds],
             "workers_cpu_ms_per_call": round(cpu / max(1, len(self.results)) * 1000, 1),
-            "machine_busy_fraction": round(self.machine_busy_fraction, 3),
+            "machine_busy_fraction": round(self.machine_busy_seconds / total, 3),
+            # What the bench's own processes did not spend: the other work on the machine.
+            "others_busy_fraction": round(
+                max(0.0, self.machine_busy_seconds - self.own_cpu_seconds) / total, 3
+            ),
             "all_requests": latency(all_latencies(self.results)),
             "latency_by_kind": by_key(self.results, "kind"),
         }
+
+
+def merge(name: str, slices: Sequence[Phase]) -> Phase:
+    """The slices of one configuration as one phase: results together, times added."""
+    return Phase(
+        name,
+        slices[0].servers,
+        [r for s in slices for r in s.results],
+        sum(s.planned for s in slices),
+        sum(s.wall_seconds for s in slices),
+        [sum(cpu) for cpu in zip(*(s.workers_cpu_seconds for s in slices), strict=True)],
+        sum(s.own_cpu_seconds for s in slices),
+        sum(s.machine_busy_seconds for s in slices),
+        sum(s.machine_total_seconds for s in slices),
+    )
+
+
+def schedule(rounds: int) -> list[str]:
+    """The order of the measured slices: one server alone and all together, alternating
+    as A B B A ..., so a drift in the machine's load during the run weighs on both alike."""
+    if rounds < 1:
+        raise ValueError("need at least one round")
+    order: list[str] = []
+    for r in range(rounds):
+        order += [ALONE, TOGETHER] if r % 2 == 0 else [TOGETHER, ALONE]
+    return order
+
+
+def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` consecutive slices whose sizes differ by one at most."""
+    size, extra = divmod(len(items), parts)
+    slices, start = [], 0
+    for n in range(parts):
+        end = start + size + (1 if n < extra else 0)
+        slices.append(list(items[start:end]))
+        start = end
+    return slices
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def run_phase(
@@ -261,10 +326,22 @@ def run_phase(
     servers: Sequence[Gunicorn],
     chosen: tuple[int, ...],
     plans: list[driver.CallPlan],
+    stripe_pid: int,
 ) -> Phase:
     target = driver.Target(PUBLIC_URL, TWILIO_TOKEN, servers=tuple(servers[n].base_url for n in chosen))
     masters = [servers[n].pid for n in chosen]
-    cpu_before = [procstat.workers_cpu_seconds(pid) for pid in masters]
+    database = loader.database_name(args.database_url)
+    idle = [servers[n].pid for n in range(len(servers)) if n not in chosen]
+
+    def own() -> tuple[list[float], dict[int, float], float]:
+        others = sum(procstat.workers_cpu_seconds(pid) for pid in idle)
+        return (
+            [procstat.workers_cpu_seconds(pid) for pid in masters],
+            procstat.backend_cpu_seconds(database),
+            others + procstat.cpu_seconds(stripe_pid) + _children_cpu(),
+        )
+
+    cpu_before, backends_before, rest_before = own()
     machine_before = procstat.machine_cpu()
     results, wall = driver.run_calls(
         target,
@@ -277,18 +354,39 @@ def run_phase(
     busy, total = (
         after - before for after, before in zip(procstat.machine_cpu(), machine_before, strict=True)
     )
-    cpu = [
-        procstat.workers_cpu_seconds(pid) - before for pid, before in zip(masters, cpu_before, strict=True)
-    ]
-    phase = Phase(name, chosen, results, len(plans), wall, cpu, busy / total if total else 0.0)
+    cpu_after, backends_after, rest_after = own()
+    cpu = [after - before for after, before in zip(cpu_after, cpu_before, strict=True)]
+    own_cpu = (
+        sum(cpu) + procstat.backend_cpu_delta(backends_before, backends_after) + rest_after - rest_before
+    )
+    phase = Phase(name, chosen, results, len(plans), wall, cpu, own_cpu, busy, total)
     done = phase.figures()
     _log(
         f"{name}: {done['calls_completed']}/{len(plans)} calls, {done['errors']} errors, "
         f"{done['calls_per_second']} calls/s in {done['wall_seconds']} s "
-        f"(requests per server {done['requests_per_server']}; "
-        f"machine {done['machine_busy_fraction']:.0%} busy)"
+        f"(requests per server {done['requests_per_server']}; machine {done['machine_busy_fraction']:.0%} "
+        f"busy, {done['others_busy_fraction']:.0%} of it other work)"
     )
     return phase
+
+
+def in_own_network_namespace(pid: int) -> bool:
+    """Whether ``pid`` runs in a network namespace other than this process's."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+
+
+def connections_by_route(url: str) -> dict[str, int]:
+    """The bench database's connections: over the Unix socket or TCP (``pg_stat_activity``)."""
+    with psycopg.connect(loader.libpq_conninfo(url, "postgres")) as conn:
+        rows = conn.execute(
+            "SELECT CASE WHEN client_addr IS NULL THEN 'unix socket' ELSE host(client_addr) END, count(*) "
+            "FROM pg_stat_activity WHERE datname = %s GROUP BY 1",
+            (loader.database_name(url),),
+        ).fetchall()
+    return {str(route): int(count) for route, count in rows}
 
 
 # --- the checks after the load -----------------------------------------------------------
@@ -455,6 +553,7 @@ def run(args: argparse.Namespace) -> int:
             "gunicorn_config": str(GUNICORN_CONFIG),
             "calls_per_phase": args.calls,
             "warmup_calls": args.warmup,
+            "rounds": args.rounds,
             "concurrency": args.concurrency,
             "think_seconds": args.think,
             "accounts": args.accounts,
@@ -494,13 +593,28 @@ def run(args: argparse.Namespace) -> int:
             servers = _start_servers(
                 args, place, _server_env(place.database_url, stripe.base_url), workdir, running
             )
+            figures["config"]["servers_in_own_network_namespace"] = [
+                in_own_network_namespace(server.pid) for server in servers
+            ]
             everywhere = tuple(range(args.servers))
             if warm:
-                phases.append(run_phase("warm-up, every server", args, servers, everywhere, _plans(warm)))
-            phases.append(run_phase(ALONE, args, servers, (0,), _plans(solo_members)))
-            phases.append(
-                run_phase(f"{args.servers}{TOGETHER}", args, servers, everywhere, _plans(pair_members))
-            )
+                phases.append(run_phase(WARMUP, args, servers, everywhere, _plans(warm), stripe.pid))
+            order = schedule(args.rounds)
+            slices = {
+                ALONE: iter(split(_plans(solo_members), args.rounds)),
+                TOGETHER: iter(split(_plans(pair_members), args.rounds)),
+            }
+            measured: dict[str, list[Phase]] = {ALONE: [], TOGETHER: []}
+            in_order: list[Phase] = []
+            for n, kind in enumerate(order, start=1):
+                chosen = (0,) if kind == ALONE else everywhere
+                label = f"{ALONE if kind == ALONE else str(args.servers) + TOGETHER} ({n}/{len(order)})"
+                in_order.append(run_phase(label, args, servers, chosen, next(slices[kind]), stripe.pid))
+                measured[kind].append(in_order[-1])
+            figures["database_connections"] = connections_by_route(args.database_url)
+            phases.append(merge(ALONE, measured[ALONE]))
+            phases.append(merge(f"{args.servers}{TOGETHER}", measured[TOGETHER]))
+            figures["slices"] = [{"name": p.name, **p.figures()} for p in in_order]
         # Every server stopped (graceful: requests finished); localstripe still up.
         figures["money"] = money(args.database_url, stripe.base_url, [r for p in phases for r in p.results])
     _log("servers, localstripe and the namespaces stopped; verifying the audit chain")
@@ -554,29 +668,43 @@ def speedup(phases: Sequence[dict[str, Any]]) -> float | None:
     return round(together / alone, 2)
 
 
+def _phase_row(p: dict[str, Any]) -> str:
+    every = p["all_requests"]
+    return (
+        f"{p['name']:<32} {p['calls_completed']:>4}/{p['calls_planned']:<4} {p['errors']:>6} "
+        f"{p['wall_seconds']:>7.1f} {p['calls_per_second']:>8.2f} {p['requests_per_second']:>7.1f} "
+        f"{every.get('p50_ms', 0):>7.1f} {every.get('p99_ms', 0):>8.1f} "
+        f"{p['workers_cpu_ms_per_call']:>9.1f} {p['machine_busy_fraction']:>5.0%} "
+        f"{p['others_busy_fraction']:>6.0%}  {p['requests_per_server']}"
+    )
+
+
 def render(figures: dict[str, Any], found: Sequence[Check]) -> str:
     c = figures["config"]
+    header = (
+        f"{'phase':<32} {'calls':>9} {'errors':>6} {'wall s':>7} {'calls/s':>8} {'req/s':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>8} {'CPU ms/c':>9} {'busy':>5} {'others':>6}  requests per server"
+    )
     lines = [
         "",
         f"== make bench-scale: {c['servers']} app servers, one PostgreSQL, one localstripe ==",
-        f"network {c['network']}: {', '.join(c['servers_at'])}; {c['workers_per_server']} gunicorn workers "
-        f"per server ({Path(c['gunicorn_config']).name}); {c['calls_per_phase']} calls a phase, "
-        f"{c['concurrency']} at once, think {c['think_seconds']} s; {c['cores']} cores, "
-        f"{c['machine_busy_before_start']:.0%} busy before the start (load average "
-        f"{c['load_average_at_start'][0]:.1f})",
+        f"network {c['network']}: {', '.join(c['servers_at'])} (own network namespace: "
+        f"{c.get('servers_in_own_network_namespace')}); database connections by route: "
+        f"{figures.get('database_connections')}",
+        f"{c['workers_per_server']} gunicorn workers per server ({Path(c['gunicorn_config']).name}); "
+        f"{c['calls_per_phase']} calls a phase in {c['rounds']} slices, {c['concurrency']} at once, "
+        f"think {c['think_seconds']} s; {c['cores']} cores, {c['machine_busy_before_start']:.0%} busy "
+        f"before the start (load average {c['load_average_at_start'][0]:.1f})",
         "",
-        f"{'phase':<26} {'calls':>9} {'errors':>6} {'wall s':>7} {'calls/s':>8} {'req/s':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>8} {'CPU ms/call':>11} {'busy':>5}  requests per server",
+        "slices, in the order run:",
+        header,
+        *(_phase_row(p) for p in figures.get("slices", [])),
+        "",
+        "phases (CPU ms/c: the serving workers' CPU per call; busy: the whole machine; others: "
+        "the part of it not spent by the bench's own processes):",
+        header,
+        *(_phase_row(p) for p in figures["phases"]),
     ]
-    for p in figures["phases"]:
-        every = p["all_requests"]
-        lines.append(
-            f"{p['name']:<26} {p['calls_completed']:>4}/{p['calls_planned']:<4} {p['errors']:>6} "
-            f"{p['wall_seconds']:>7.1f} {p['calls_per_second']:>8.2f} {p['requests_per_second']:>7.1f} "
-            f"{every.get('p50_ms', 0):>7.1f} {every.get('p99_ms', 0):>8.1f} "
-            f"{p['workers_cpu_ms_per_call']:>11.1f} {p['machine_busy_fraction']:>5.0%}  "
-            f"{p['requests_per_server']}"
-        )
     ratio = figures.get("speedup")
     lines += [
         "",
