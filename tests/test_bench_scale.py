@@ -45,7 +45,7 @@ def test_server_for_refuses_nonsense() -> None:
 
 
 class _Named(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         self.rfile.read(length)
         body = self.server.name.encode()  # type: ignore[attr-defined]
@@ -55,7 +55,7 @@ class _Named(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
