@@ -268,6 +268,11 @@ class Phase:
             "requests_per_server": per_server,
             "workers_cpu_seconds_per_server": [round(s, 2) for s in self.workers_cpu_seconds],
             "workers_cpu_ms_per_call": round(cpu / max(1, len(self.results)) * 1000, 1),
+            "bench_cpu_ms_per_call": round(self.own_cpu_seconds / max(1, len(self.results)) * 1000, 1),
+            "calls_per_bench_cpu_second": round(len(ok) / self.own_cpu_seconds, 3)
+            if self.own_cpu_seconds
+            else 0.0,
+            "bench_share_of_machine": round(self.own_cpu_seconds / total, 3),
             "machine_busy_fraction": round(self.machine_busy_seconds / total, 3),
             # What the bench's own processes did not spend: the other work on the machine.
             "others_busy_fraction": round(
@@ -659,10 +664,11 @@ def checks(figures: dict[str, Any]) -> list[Check]:
     ]
 
 
-def speedup(phases: Sequence[dict[str, Any]]) -> float | None:
-    """Calls per second of all the servers together over one server alone."""
-    alone = next((float(p["calls_per_second"]) for p in phases if p["name"] == ALONE), 0.0)
-    together = next((float(p["calls_per_second"]) for p in phases if p["name"].endswith(TOGETHER)), None)
+def speedup(phases: Sequence[dict[str, Any]], figure: str = "calls_per_second") -> float | None:
+    """All the servers together over one server alone: calls per second, or another figure
+    of the phases (``calls_per_bench_cpu_second``: calls per CPU second the bench used)."""
+    alone = next((float(p[figure]) for p in phases if p["name"] == ALONE), 0.0)
+    together = next((float(p[figure]) for p in phases if p["name"].endswith(TOGETHER)), None)
     if not alone or together is None:
         return None
     return round(together / alone, 2)
@@ -674,8 +680,8 @@ def _phase_row(p: dict[str, Any]) -> str:
         f"{p['name']:<32} {p['calls_completed']:>4}/{p['calls_planned']:<4} {p['errors']:>6} "
         f"{p['wall_seconds']:>7.1f} {p['calls_per_second']:>8.2f} {p['requests_per_second']:>7.1f} "
         f"{every.get('p50_ms', 0):>7.1f} {every.get('p99_ms', 0):>8.1f} "
-        f"{p['workers_cpu_ms_per_call']:>9.1f} {p['machine_busy_fraction']:>5.0%} "
-        f"{p['others_busy_fraction']:>6.0%}  {p['requests_per_server']}"
+        f"{p['workers_cpu_ms_per_call']:>9.1f} {p['bench_cpu_ms_per_call']:>9.1f} "
+        f"{p['bench_share_of_machine']:>6.0%} {p['others_busy_fraction']:>6.0%}  {p['requests_per_server']}"
     )
 
 
@@ -683,7 +689,8 @@ def render(figures: dict[str, Any], found: Sequence[Check]) -> str:
     c = figures["config"]
     header = (
         f"{'phase':<32} {'calls':>9} {'errors':>6} {'wall s':>7} {'calls/s':>8} {'req/s':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>8} {'CPU ms/c':>9} {'busy':>5} {'others':>6}  requests per server"
+        f"{'p50 ms':>7} {'p99 ms':>8} {'CPU ms/c':>9} {'bench ms':>9} {'bench':>6} {'others':>6}  "
+        "requests per server"
     )
     lines = [
         "",
@@ -700,18 +707,23 @@ def render(figures: dict[str, Any], found: Sequence[Check]) -> str:
         header,
         *(_phase_row(p) for p in figures.get("slices", [])),
         "",
-        "phases (CPU ms/c: the serving workers' CPU per call; busy: the whole machine; others: "
-        "the part of it not spent by the bench's own processes):",
+        "phases (CPU ms/c: the serving workers' CPU per call; bench ms: all the bench's processes' "
+        "CPU per call (workers, its PostgreSQL backends, localstripe, the generator); bench, others: "
+        "their share of the machine's CPU time, and everything else's):",
         header,
         *(_phase_row(p) for p in figures["phases"]),
     ]
     ratio = figures.get("speedup")
+    per_cpu = figures.get("speedup_per_bench_cpu_second")
     lines += [
         "",
         f"calls per second, {c['servers']} servers over one alone: "
         + (f"{ratio:.2f}x" if ratio is not None else "n/a")
-        + f" (reported, not targeted: {c['cores']} cores shared by every server, PostgreSQL, localstripe "
-        "and the generator; more servers add capacity only with more cores)",
+        + (f"; per CPU second the bench used: {per_cpu:.2f}x" if per_cpu is not None else ""),
+        f"(reported, not targeted: the {c['cores']} cores are shared by every server, PostgreSQL, "
+        "localstripe and the generator, so more servers add capacity only with more cores; on a "
+        "machine busy with other work, more processes also take a larger share of it, which the "
+        "second figure takes out)",
         "",
         f"{'target':<66} {'result':<6} measured",
     ]
@@ -725,6 +737,7 @@ def _finish(
 ) -> int:
     figures["phases"] = [{"name": p.name, **p.figures()} for p in phases]
     figures["speedup"] = speedup(figures["phases"])
+    figures["speedup_per_bench_cpu_second"] = speedup(figures["phases"], "calls_per_bench_cpu_second")
     figures["total_seconds"] = round(time.monotonic() - started, 1)
     figures["logs"] = str(workdir)
     found = checks(figures)
