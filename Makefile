@@ -38,7 +38,8 @@ bench-chain: install
 
 # Two app servers (each a gunicorn with gunicorn.conf.py, in a network namespace of its own
 # as root, else on two ports of 127.0.0.1) against one PostgreSQL: errors, money, the audit
-# chain, and calls per second of the pair over one alone. About 3 minutes; --quick: 1.
+# chain, and calls per second of the pair over one alone. About 4 minutes on 2 busy cores;
+# BENCH_SCALE_ARGS="--quick" 1 to 2.
 bench-scale: install
 	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
 
