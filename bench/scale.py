@@ -725,6 +725,8 @@ def render(figures: dict[str, Any], found: Sequence[Check]) -> str:
         "machine busy with other work, more processes also take a larger share of it, which the "
         "second figure takes out)",
         "",
+        f"error-level lines in the servers' logs: {figures.get('server_log_errors')}",
+        "",
         f"{'target':<66} {'result':<6} measured",
     ]
     for check in found:
