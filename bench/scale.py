@@ -1,5 +1,8 @@
 """``make bench-scale``: two app servers against one PostgreSQL, driven together.
 
+This module places and starts them and runs the phases; ``bench.scale_phases`` drives
+and measures a phase, ``bench.scale_report`` checks money and the chain and prints.
+
 Issue 12, item 5. N app servers (default 2), each a gunicorn with the repository's
 ``gunicorn.conf.py`` (the production settings) and the same number of workers, on an
 address of its own in a network namespace the bench makes (``bench.netns``; as root with
@@ -25,7 +28,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,11 +40,11 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bench import driver, loader, netns, procstat, spread
-from bench.report import all_latencies, by_key, latency
+from bench import driver, loader, netns, procstat
+from bench.scale_phases import ALONE, TOGETHER, WARMUP, Phase, merge, run_phase, schedule, split
+from bench.scale_report import audit_chain, checks, log_errors, money, render, speedup
 from bench.services import REPO, Gunicorn, StripeEmulator, clean_env, free_port
 from db import migrate
-from payments.stripe_gateway import build_stripe_client
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_scale"
 PEPPER = "securepay-bench-pepper-not-a-secret"
@@ -53,9 +55,6 @@ PORTAL_TOKEN = "securepay-bench-portal-token"  # noqa: S105 - a benchmark value,
 PUBLIC_URL = "http://pay.securepay-bench.invalid"
 SERVER_PORT = 8000  # the same on every namespace, as on N machines
 GUNICORN_CONFIG = REPO / "gunicorn.conf.py"
-WARMUP = "warm-up, every server"
-ALONE = "one server alone"
-TOGETHER = " servers together"
 
 
 class Overtime(Exception):
@@ -227,154 +226,6 @@ def _server_env(database_url: str, stripe_base: str) -> dict[str, str]:
     )
 
 
-# --- a load phase ------------------------------------------------------------------------
-
-
-@dataclass
-class Phase:
-    """One load phase (or several slices of one configuration, merged)."""
-
-    name: str
-    servers: tuple[int, ...]  # indexes of the servers that took calls
-    results: list[driver.CallResult]
-    planned: int
-    wall_seconds: float
-    workers_cpu_seconds: list[float]  # per server of ``servers``
-    own_cpu_seconds: float  # workers, PostgreSQL backends of the bench database, localstripe, generator
-    machine_busy_seconds: float
-    machine_total_seconds: float
-
-    def figures(self) -> dict[str, Any]:
-        ok = [r for r in self.results if r.error is None and not r.cut_by_deadline]
-        errors = [r for r in self.results if r.error is not None and not r.cut_by_deadline]
-        requests = sum(len(r.requests) for r in self.results)
-        wall = self.wall_seconds
-        per_server = spread.requests_per_server(
-            [(r.account_index, len(r.requests)) for r in self.results], len(self.servers)
-        )
-        cpu = sum(self.workers_cpu_seconds)
-        total = self.machine_total_seconds or 1e-9
-        return {
-            "servers": [n + 1 for n in self.servers],
-            "calls_planned": self.planned,
-            "calls_completed": len(ok),
-            "errors": len(errors),
-            "cut_by_deadline": sum(1 for r in self.results if r.cut_by_deadline),
-            "not_started": self.planned - len(self.results),
-            "first_errors": [r.error for r in errors[:5]],
-            "wall_seconds": round(wall, 2),
-            "calls_per_second": round(len(ok) / wall, 3) if wall else 0.0,
-            "requests_per_second": round(requests / wall, 1) if wall else 0.0,
-            "requests_per_server": per_server,
-            "workers_cpu_seconds_per_server": [round(s, 2) for s in self.workers_cpu_seconds],
-            "workers_cpu_ms_per_call": round(cpu / max(1, len(self.results)) * 1000, 1),
-            "bench_cpu_ms_per_call": round(self.own_cpu_seconds / max(1, len(self.results)) * 1000, 1),
-            "calls_per_bench_cpu_second": round(len(ok) / self.own_cpu_seconds, 3)
-            if self.own_cpu_seconds
-            else 0.0,
-            "bench_share_of_machine": round(self.own_cpu_seconds / total, 3),
-            "machine_busy_fraction": round(self.machine_busy_seconds / total, 3),
-            # What the bench's own processes did not spend: the other work on the machine.
-            "others_busy_fraction": round(
-                max(0.0, self.machine_busy_seconds - self.own_cpu_seconds) / total, 3
-            ),
-            "all_requests": latency(all_latencies(self.results)),
-            "latency_by_kind": by_key(self.results, "kind"),
-        }
-
-
-def merge(name: str, slices: Sequence[Phase]) -> Phase:
-    """The slices of one configuration as one phase: results together, times added."""
-    return Phase(
-        name,
-        slices[0].servers,
-        [r for s in slices for r in s.results],
-        sum(s.planned for s in slices),
-        sum(s.wall_seconds for s in slices),
-        [sum(cpu) for cpu in zip(*(s.workers_cpu_seconds for s in slices), strict=True)],
-        sum(s.own_cpu_seconds for s in slices),
-        sum(s.machine_busy_seconds for s in slices),
-        sum(s.machine_total_seconds for s in slices),
-    )
-
-
-def schedule(rounds: int) -> list[str]:
-    """The order of the measured slices: one server alone and all together, alternating
-    as A B B A ..., so a drift in the machine's load during the run weighs on both alike."""
-    if rounds < 1:
-        raise ValueError("need at least one round")
-    order: list[str] = []
-    for r in range(rounds):
-        order += [ALONE, TOGETHER] if r % 2 == 0 else [TOGETHER, ALONE]
-    return order
-
-
-def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
-    """``items`` in ``parts`` consecutive slices whose sizes differ by one at most."""
-    size, extra = divmod(len(items), parts)
-    slices, start = [], 0
-    for n in range(parts):
-        end = start + size + (1 if n < extra else 0)
-        slices.append(list(items[start:end]))
-        start = end
-    return slices
-
-
-def _children_cpu() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
-
-
-def run_phase(
-    name: str,
-    args: argparse.Namespace,
-    servers: Sequence[Gunicorn],
-    chosen: tuple[int, ...],
-    plans: list[driver.CallPlan],
-    stripe_pid: int,
-) -> Phase:
-    target = driver.Target(PUBLIC_URL, TWILIO_TOKEN, servers=tuple(servers[n].base_url for n in chosen))
-    masters = [servers[n].pid for n in chosen]
-    database = loader.database_name(args.database_url)
-    idle = [servers[n].pid for n in range(len(servers)) if n not in chosen]
-
-    def own() -> tuple[list[float], dict[int, float], float]:
-        others = sum(procstat.workers_cpu_seconds(pid) for pid in idle)
-        return (
-            [procstat.workers_cpu_seconds(pid) for pid in masters],
-            procstat.backend_cpu_seconds(database),
-            others + procstat.cpu_seconds(stripe_pid) + _children_cpu(),
-        )
-
-    cpu_before, backends_before, rest_before = own()
-    machine_before = procstat.machine_cpu()
-    results, wall = driver.run_calls(
-        target,
-        plans,
-        concurrency=args.concurrency,
-        think=args.think,
-        deadline=time.time() + args.call_seconds,
-        procs=args.procs,
-    )
-    busy, total = (
-        after - before for after, before in zip(procstat.machine_cpu(), machine_before, strict=True)
-    )
-    cpu_after, backends_after, rest_after = own()
-    cpu = [after - before for after, before in zip(cpu_after, cpu_before, strict=True)]
-    own_cpu = (
-        sum(cpu) + procstat.backend_cpu_delta(backends_before, backends_after) + rest_after - rest_before
-    )
-    phase = Phase(name, chosen, results, len(plans), wall, cpu, own_cpu, busy, total)
-    done = phase.figures()
-    _log(
-        f"{name}: {done['calls_completed']}/{len(plans)} calls, {done['errors']} errors, "
-        f"{done['calls_per_second']} calls/s in {done['wall_seconds']} s "
-        f"(requests per server {done['requests_per_server']}; machine {done['machine_busy_fraction']:.0%} "
-        f"busy, {done['others_busy_fraction']:.0%} of it other work)"
-    )
-    return phase
-
-
 def in_own_network_namespace(pid: int) -> bool:
     """Whether ``pid`` runs in a network namespace other than this process's."""
     try:
@@ -392,78 +243,6 @@ def connections_by_route(url: str) -> dict[str, int]:
             (loader.database_name(url),),
         ).fetchall()
     return {str(route): int(count) for route, count in rows}
-
-
-# --- the checks after the load -----------------------------------------------------------
-
-
-def money(url: str, stripe_base: str, results: Sequence[driver.CallResult]) -> dict[str, Any]:
-    """Succeeded PaymentIntents at the processor against the ledger, count and cents."""
-    client = build_stripe_client(loader.BENCH_STRIPE_KEY, stripe_base, timeout=60)
-    intents = [
-        intent
-        for intent in client.v1.payment_intents.list({"limit": 100}).auto_paging_iter()
-        if intent.status == "succeeded"
-    ]
-    with psycopg.connect(loader.libpq_conninfo(url)) as conn:
-        payments, cents = conn.execute(
-            "SELECT count(*), coalesce(sum(amount_cents), 0) FROM payments"
-        ).fetchone() or (0, 0)
-        attempts: dict[str, int] = dict(
-            conn.execute("SELECT status, count(*) FROM payment_attempts GROUP BY status").fetchall()
-        )
-    paid = [r for r in results if r.error is None and not r.cut_by_deadline]
-    expected = sum(r.amount_cents for r in paid)
-    processor_cents = sum(int(intent.amount) for intent in intents)
-    return {
-        "processor_succeeded": len(intents),
-        "processor_cents": processor_cents,
-        "ledger_payments": payments,
-        "ledger_cents": int(cents),
-        "expected_payments": len(paid),
-        "expected_cents": expected,
-        "attempts_by_status": attempts,
-        "match": len(intents) == payments == len(paid) and processor_cents == int(cents) == expected,
-    }
-
-
-def _securepay(args: Sequence[str], database_url: str) -> subprocess.CompletedProcess[str]:
-    command = Path(sys.executable).with_name("securepay")
-    env = clean_env({"SECUREPAY_DATABASE_URL": database_url, "SECUREPAY_PEPPER": PEPPER})
-    return subprocess.run(  # noqa: S603 - our own command line, our arguments
-        [str(command), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-def audit_chain(database_url: str) -> dict[str, Any]:
-    """``securepay audit seal`` where it exists (events sealed after commit by a sealer),
-    then ``securepay audit verify``: exit status and its line."""
-    found: dict[str, Any] = {}
-    help_text = _securepay(["audit", "--help"], database_url).stdout
-    if any(line.split()[:1] == ["seal"] for line in help_text.splitlines()):
-        sealed = _securepay(["audit", "seal"], database_url)
-        found["seal"] = {"exit": sealed.returncode, "output": (sealed.stdout + sealed.stderr).strip()[-500:]}
-    verified = _securepay(["audit", "verify"], database_url)
-    found["verify"] = {
-        "exit": verified.returncode,
-        "output": (verified.stdout + verified.stderr).strip()[-500:],
-    }
-    found["intact"] = verified.returncode == 0
-    return found
-
-
-def log_errors(path: Path) -> int:
-    """Error-level lines in a server's JSON log."""
-    count = 0
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("level") in ("error", "critical", "exception"):
-                count += 1
-    return count
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -602,8 +381,11 @@ def run(args: argparse.Namespace) -> int:
                 in_own_network_namespace(server.pid) for server in servers
             ]
             everywhere = tuple(range(args.servers))
+            signed_for = driver.Target(PUBLIC_URL, TWILIO_TOKEN)
             if warm:
-                phases.append(run_phase(WARMUP, args, servers, everywhere, _plans(warm), stripe.pid))
+                phases.append(
+                    run_phase(WARMUP, args, servers, everywhere, _plans(warm), stripe.pid, signed_for)
+                )
             order = schedule(args.rounds)
             slices = {
                 ALONE: iter(split(_plans(solo_members), args.rounds)),
@@ -614,7 +396,9 @@ def run(args: argparse.Namespace) -> int:
             for n, kind in enumerate(order, start=1):
                 chosen = (0,) if kind == ALONE else everywhere
                 label = f"{ALONE if kind == ALONE else str(args.servers) + TOGETHER} ({n}/{len(order)})"
-                in_order.append(run_phase(label, args, servers, chosen, next(slices[kind]), stripe.pid))
+                in_order.append(
+                    run_phase(label, args, servers, chosen, next(slices[kind]), stripe.pid, signed_for)
+                )
                 measured[kind].append(in_order[-1])
             figures["database_connections"] = connections_by_route(args.database_url)
             phases.append(merge(ALONE, measured[ALONE]))
@@ -626,112 +410,6 @@ def run(args: argparse.Namespace) -> int:
     figures["audit"] = audit_chain(args.database_url)
     figures["server_log_errors"] = [log_errors(workdir / f"server{n + 1}.log") for n in range(args.servers)]
     return _finish(args, figures, phases, workdir, started)
-
-
-@dataclass(frozen=True)
-class Check:
-    target: str
-    measured: str
-    passed: bool
-
-
-def checks(figures: dict[str, Any]) -> list[Check]:
-    """The targets of issue 12 item 5 (the speed-up is reported, not targeted)."""
-    phases = figures["phases"]
-    planned = sum(p["calls_planned"] for p in phases)
-    completed = sum(p["calls_completed"] for p in phases)
-    errors = sum(p["errors"] for p in phases)
-    m = figures["money"]
-    audit = figures["audit"]
-    return [
-        Check(
-            "zero errors: every call completed, every reply the expected TwiML",
-            f"{completed}/{planned} completed, {errors} errors",
-            errors == 0 and completed == planned,
-        ),
-        Check(
-            "processor charges = ledger rows and cents",
-            f"{m['processor_succeeded']} succeeded PaymentIntents / {m['ledger_payments']} payments / "
-            f"{m['expected_payments']} paid calls; cents {m['processor_cents']} / {m['ledger_cents']} / "
-            f"{m['expected_cents']}",
-            bool(m["match"]),
-        ),
-        Check(
-            "audit chain intact (securepay audit verify exits 0)",
-            audit["verify"]["output"].splitlines()[-1] if audit["verify"]["output"] else "no output",
-            bool(audit["intact"]),
-        ),
-    ]
-
-
-def speedup(phases: Sequence[dict[str, Any]], figure: str = "calls_per_second") -> float | None:
-    """All the servers together over one server alone: calls per second, or another figure
-    of the phases (``calls_per_bench_cpu_second``: calls per CPU second the bench used)."""
-    alone = next((float(p[figure]) for p in phases if p["name"] == ALONE), 0.0)
-    together = next((float(p[figure]) for p in phases if p["name"].endswith(TOGETHER)), None)
-    if not alone or together is None:
-        return None
-    return round(together / alone, 2)
-
-
-def _phase_row(p: dict[str, Any]) -> str:
-    every = p["all_requests"]
-    return (
-        f"{p['name']:<32} {p['calls_completed']:>4}/{p['calls_planned']:<4} {p['errors']:>6} "
-        f"{p['wall_seconds']:>7.1f} {p['calls_per_second']:>8.2f} {p['requests_per_second']:>7.1f} "
-        f"{every.get('p50_ms', 0):>7.1f} {every.get('p99_ms', 0):>8.1f} "
-        f"{p['workers_cpu_ms_per_call']:>9.1f} {p['bench_cpu_ms_per_call']:>9.1f} "
-        f"{p['bench_share_of_machine']:>6.0%} {p['others_busy_fraction']:>6.0%}  {p['requests_per_server']}"
-    )
-
-
-def render(figures: dict[str, Any], found: Sequence[Check]) -> str:
-    c = figures["config"]
-    header = (
-        f"{'phase':<32} {'calls':>9} {'errors':>6} {'wall s':>7} {'calls/s':>8} {'req/s':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>8} {'CPU ms/c':>9} {'bench ms':>9} {'bench':>6} {'others':>6}  "
-        "requests per server"
-    )
-    lines = [
-        "",
-        f"== make bench-scale: {c['servers']} app servers, one PostgreSQL, one localstripe ==",
-        f"network {c['network']}: {', '.join(c['servers_at'])} (own network namespace: "
-        f"{c.get('servers_in_own_network_namespace')}); database connections by route: "
-        f"{figures.get('database_connections')}",
-        f"{c['workers_per_server']} gunicorn workers per server ({Path(c['gunicorn_config']).name}); "
-        f"{c['calls_per_phase']} calls a phase in {c['rounds']} slices, {c['concurrency']} at once, "
-        f"think {c['think_seconds']} s; {c['cores']} cores, {c['machine_busy_before_start']:.0%} busy "
-        f"before the start (load average {c['load_average_at_start'][0]:.1f})",
-        "",
-        "slices, in the order run:",
-        header,
-        *(_phase_row(p) for p in figures.get("slices", [])),
-        "",
-        "phases (CPU ms/c: the serving workers' CPU per call; bench ms: all the bench's processes' "
-        "CPU per call (workers, its PostgreSQL backends, localstripe, the generator); bench, others: "
-        "their share of the machine's CPU time, and everything else's):",
-        header,
-        *(_phase_row(p) for p in figures["phases"]),
-    ]
-    ratio = figures.get("speedup")
-    per_cpu = figures.get("speedup_per_bench_cpu_second")
-    lines += [
-        "",
-        f"calls per second, {c['servers']} servers over one alone: "
-        + (f"{ratio:.2f}x" if ratio is not None else "n/a")
-        + (f"; per CPU second the bench used: {per_cpu:.2f}x" if per_cpu is not None else ""),
-        f"(reported, not targeted: the {c['cores']} cores are shared by every server, PostgreSQL, "
-        "localstripe and the generator, so more servers add capacity only with more cores; on a "
-        "machine busy with other work, more processes also take a larger share of it, which the "
-        "second figure takes out)",
-        "",
-        f"error-level lines in the servers' logs: {figures.get('server_log_errors')}",
-        "",
-        f"{'target':<66} {'result':<6} measured",
-    ]
-    for check in found:
-        lines.append(f"{check.target:<66} {'PASS' if check.passed else 'FAIL':<6} {check.measured}")
-    return "\n".join(lines)
 
 
 def _finish(

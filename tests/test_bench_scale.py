@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bench import netns, scale, spread
+from bench import netns, scale, scale_phases, scale_report, spread
 
 # --- the balancer ------------------------------------------------------------------------
 
@@ -130,11 +130,16 @@ def test_the_servers_reach_postgresql_by_its_socket() -> None:
 
 
 def test_slices_alternate_so_a_drift_weighs_on_both() -> None:
-    assert scale.schedule(1) == [scale.ALONE, scale.TOGETHER]
-    assert scale.schedule(2) == [scale.ALONE, scale.TOGETHER, scale.TOGETHER, scale.ALONE]
-    assert scale.schedule(3).count(scale.ALONE) == 3
-    assert scale.split(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
-    assert sum(len(s) for s in scale.split(list(range(300)), 4)) == 300
+    assert scale_phases.schedule(1) == [scale_phases.ALONE, scale_phases.TOGETHER]
+    assert scale_phases.schedule(2) == [
+        scale_phases.ALONE,
+        scale_phases.TOGETHER,
+        scale_phases.TOGETHER,
+        scale_phases.ALONE,
+    ]
+    assert scale_phases.schedule(3).count(scale_phases.ALONE) == 3
+    assert scale_phases.split(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert sum(len(s) for s in scale_phases.split(list(range(300)), 4)) == 300
 
 
 def _phase(
@@ -161,7 +166,7 @@ def _figures(**money: Any) -> dict[str, Any]:
         "match": True,
     }
     return {
-        "phases": [_phase(scale.ALONE, 4.0), _phase("2" + scale.TOGETHER, 5.0)],
+        "phases": [_phase(scale_phases.ALONE, 4.0), _phase("2" + scale_phases.TOGETHER, 5.0)],
         "money": {**paid, **money},
         "audit": {"verify": {"exit": 0, "output": "20 events, chain intact"}, "intact": True},
     }
@@ -169,23 +174,23 @@ def _figures(**money: Any) -> dict[str, Any]:
 
 def test_the_checks_pass_on_a_clean_run_and_the_ratio_is_together_over_alone() -> None:
     figures = _figures()
-    assert [c.passed for c in scale.checks(figures)] == [True, True, True]
-    assert scale.speedup(figures["phases"]) == 1.25
+    assert [c.passed for c in scale_report.checks(figures)] == [True, True, True]
+    assert scale_report.speedup(figures["phases"]) == 1.25
     # The same work per CPU second: the gain came from a larger share of a busy machine.
-    assert scale.speedup(figures["phases"], "calls_per_bench_cpu_second") == 1.0
+    assert scale_report.speedup(figures["phases"], "calls_per_bench_cpu_second") == 1.0
 
 
 def test_an_error_a_money_mismatch_or_a_broken_chain_fails_its_check() -> None:
     figures = _figures(match=False)
-    figures["phases"][1] = _phase("2" + scale.TOGETHER, 5.0, completed=9, errors=1)
+    figures["phases"][1] = _phase("2" + scale_phases.TOGETHER, 5.0, completed=9, errors=1)
     figures["audit"] = {"verify": {"exit": 1, "output": "event 7 changed"}, "intact": False}
-    assert [c.passed for c in scale.checks(figures)] == [False, False, False]
+    assert [c.passed for c in scale_report.checks(figures)] == [False, False, False]
 
 
 def test_a_call_not_completed_is_not_a_pass() -> None:
     figures = _figures()
-    figures["phases"][0] = _phase(scale.ALONE, 4.0, planned=10, completed=8)  # cut by the deadline
-    assert scale.checks(figures)[0].passed is False
+    figures["phases"][0] = _phase(scale_phases.ALONE, 4.0, planned=10, completed=8)  # cut by the deadline
+    assert scale_report.checks(figures)[0].passed is False
 
 
 # --- the namespaces themselves (root only) -----------------------------------------------
