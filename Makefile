@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench bench-count bench-chain clean
+.PHONY: install demo test lint bench bench-count bench-chain bench-scale clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,13 @@ bench-count: install
 # webhook at 50 and 200 concurrent calls (starts a PostgreSQL of its own for 256 writers).
 bench-chain: install
 	$(PY) -m bench.chain $(BENCH_CHAIN_ARGS)
+
+# Two app servers (each a gunicorn with gunicorn.conf.py, in a network namespace of its own
+# as root, else on two ports of 127.0.0.1) against one PostgreSQL: errors, money, the audit
+# chain, and calls per second of the pair over one alone. About 4 minutes on 2 busy cores;
+# BENCH_SCALE_ARGS="--quick" 1 to 2.
+bench-scale: install
+	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ from multiprocessing import get_context
 
 from bench.floor_app import LAST_KEY
 from bench.loader import Member
+from bench.spread import RoundRobinTransport
 from ivr.softphone import HANG_UP, GatherPrompt, HttpReply, HttpTransport, KeyPress, ScriptedKeys, walk
 
 GREETING = "greeting"
@@ -133,7 +134,7 @@ class CallResult:
 class _Stopwatch:
     """An ``HttpTransport`` that times each request and keeps its reply."""
 
-    def __init__(self, inner: HttpTransport) -> None:
+    def __init__(self, inner: HttpTransport | RoundRobinTransport) -> None:
         self._inner = inner
         self.replies: list[tuple[float, HttpReply]] = []
 
@@ -173,12 +174,20 @@ class _ThinkingKeys:
 class Target:
     base_url: str
     auth_token: str
+    # Where the requests go when not to ``base_url`` (then only the URL signed for, the
+    # load balancer's): each request of a call to the next of these (``bench.spread``).
+    servers: tuple[str, ...] = ()
 
 
 def _one_call(
     target: Target, plan: CallPlan, think: float, rng: random.Random, deadline: float
 ) -> CallResult:
-    stopwatch = _Stopwatch(HttpTransport(target.base_url))
+    inner = (
+        RoundRobinTransport(target.servers, plan.account_index)
+        if target.servers
+        else HttpTransport(target.base_url)
+    )
+    stopwatch = _Stopwatch(inner)
     keys = _ThinkingKeys(plan.keys, think, rng, deadline)
     started = time.time()
     try:

@@ -41,16 +41,17 @@ def _stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float
 
 
 class StripeEmulator:
-    """``python -m bench.stripe_server``: localstripe on 127.0.0.1 in its own process."""
+    """``python -m bench.stripe_server``: localstripe on 127.0.0.1 (or ``host``) in its own process."""
 
-    def __init__(self, log: IO[str]) -> None:
+    def __init__(self, log: IO[str], *, host: str = LOOPBACK) -> None:
         self._log = log
+        self.host = host
         self._process: subprocess.Popen[str] | None = None
         self.port = 0
 
     def __enter__(self) -> StripeEmulator:
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "bench.stripe_server"],
+            [sys.executable, "-m", "bench.stripe_server", self.host],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -71,7 +72,7 @@ class StripeEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -86,7 +87,9 @@ class StripeEmulator:
 
 
 class Gunicorn:
-    """``gunicorn APP`` on 127.0.0.1:port with ``workers`` workers, output to ``log``."""
+    """``gunicorn APP`` on 127.0.0.1:port (or ``host``:port) with ``workers`` workers,
+    output to ``log``. ``prefix`` runs it under another command, e.g. ``ip netns exec NS``
+    (which execs gunicorn itself: the pid is still the master's)."""
 
     def __init__(
         self,
@@ -99,8 +102,12 @@ class Gunicorn:
         ready_path: str = "/healthz",
         ready_status: int | None = 200,
         port: int | None = None,
+        host: str = LOOPBACK,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.host = host
+        self._prefix = prefix
         self.workers = workers
         self.port = port or free_port()
         self._env = dict(env)
@@ -112,7 +119,7 @@ class Gunicorn:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -122,11 +129,12 @@ class Gunicorn:
 
     def command(self) -> list[str]:
         return [
+            *self._prefix,
             sys.executable,
             "-m",
             "gunicorn",
             "--bind",
-            f"{LOOPBACK}:{self.port}",
+            f"{self.host}:{self.port}",
             "--workers",
             str(self.workers),
             "--backlog",
@@ -152,7 +160,7 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise ServiceError(f"gunicorn {self.app} exited with {self._process.returncode}: see the log")
-            conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
             try:
                 conn.request("GET", self._ready_path)
                 status = conn.getresponse().status

@@ -2,8 +2,10 @@
 
 ``LocalStripe`` serves from a thread of the process that starts it; in the benchmark that
 thread would share a GIL with the load generator and skew its timings. This module runs
-it alone: it prints ``PORT <n>`` on stdout once listening on 127.0.0.1, and stops when
-its standard input closes or it gets SIGTERM/SIGINT.
+it alone: it prints ``PORT <n>`` on stdout once listening on 127.0.0.1 (or on the
+address given as its one argument: ``make bench-scale`` gives the host's end of a veth
+pair, for app servers in network namespaces), and stops when its standard input closes
+or it gets SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import threading
 from types import FrameType
 
-from payments.emulator import LocalStripe
+from payments.emulator import LOOPBACK, LocalStripe
 
 
 def main() -> None:
@@ -29,7 +31,8 @@ def main() -> None:
         sys.stdin.read()  # returns when the parent closes the pipe (or dies)
         done.set()
 
-    with LocalStripe() as emulator:
+    host = sys.argv[1] if len(sys.argv) > 1 else LOOPBACK
+    with LocalStripe(host=host) as emulator:
         print(f"PORT {emulator.port}", flush=True)
         threading.Thread(target=watch_stdin, daemon=True).start()
         done.wait()

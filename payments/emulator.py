@@ -195,10 +195,11 @@ def _awaitable(handler: Any) -> Any:
 
 
 class LocalStripe:
-    """A localstripe server on ``127.0.0.1``; ``port=0`` picks a free port."""
+    """A localstripe server on ``127.0.0.1`` (or ``host``); ``port=0`` picks a free port."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, host: str = LOOPBACK) -> None:
         self._requested_port = port
+        self._host = host
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -213,7 +214,7 @@ class LocalStripe:
             raise EmulatorError("LocalStripe is already running")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.bind((LOOPBACK, self._requested_port))
+            sock.bind((self._host, self._requested_port))
             sock.listen(128)
         except OSError:
             sock.close()
@@ -268,11 +269,11 @@ class LocalStripe:
     @property
     def base_url(self) -> str:
         """The API base to give the Stripe client, e.g. ``http://127.0.0.1:53117``."""
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self._host}:{self.port}"
 
     def flush(self) -> None:
         """Forget every object (``DELETE /_config/data``)."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
+        conn = http.client.HTTPConnection(self._host, self.port, timeout=5)
         try:
             conn.request("DELETE", "/_config/data")
             response = conn.getresponse()
