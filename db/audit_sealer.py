@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -186,6 +187,9 @@ class AuditSealer:
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        # engine.dispose() (a worker's exit, an app's teardown) stops the thread after its
+        # pass: no connection of a disposed pool is left open by it.
+        sa_event.listen(engine, "engine_disposed", self._disposed)
 
     def committed(self) -> None:
         """Events were just committed: have them sealed (now, or by the thread)."""
@@ -216,11 +220,18 @@ class AuditSealer:
         if thread is not None and thread is not threading.current_thread():
             thread.join(10)
 
+    def _disposed(self, _engine: Engine) -> None:
+        self.close()
+
     def _pass(self, seconds: float | None) -> None:
+        pool = self.engine.pool
         try:
             seal_pending(self.engine, self._limit, seconds)
         except SQLAlchemyError as exc:
             log.warning("audit_seal_failed", error=type(exc).__name__)
+        finally:
+            if self.engine.pool is not pool:  # disposed during the pass: close what it returned
+                pool.dispose()
 
     def _start(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
