@@ -47,7 +47,6 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from bench import driver, loader, lookup
 from bench.lock_sampler import LockSampler
@@ -236,7 +235,9 @@ def _writers(args: argparse.Namespace, url: str, writers: int, *, chained: bool 
             latencies = sorted(s for f in futures for s in f.result())
     left = _unsealed(url) if chained else 0
     if left:  # what the window left unsealed is sealed now, before the next row's window
-        seal_pending(build_engine(url, poolclass=NullPool))
+        engine = build_engine(url, pool_size=1, max_overflow=0)
+        seal_pending(engine)
+        engine.dispose()
     waits = sampler.result
     commits = len(latencies)
     events = commits * args.events_per_commit
@@ -308,7 +309,7 @@ def _webhooks(
     # The workers are gone: their sealers sealed what they committed, or not (then a
     # later sealer must, and verify would name what none did). Seen from here:
     unsealed_after = _unsealed(url)
-    engine = build_engine(url, poolclass=NullPool)
+    engine = build_engine(url, pool_size=1, max_overflow=0)
     try:
         with Session(engine) as session:
             report = verify(session)

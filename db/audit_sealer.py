@@ -32,7 +32,7 @@ import weakref
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy import Connection, CursorResult, Engine, Table, bindparam, func, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +43,7 @@ from db.models import AuditEvent
 __all__ = [
     "SEALER_KEY",
     "AuditSealer",
+    "SealConflict",
     "attach",
     "seal_batch",
     "seal_pending",
@@ -69,6 +70,14 @@ _SEAL = (
     update(_TABLE)
     .where(_ID == bindparam("row_id"), _UNSEALED)
     .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+)
+# PostgreSQL: a batch's seals as one statement over arrays (one plan, one round trip),
+# where an executemany of single-row UPDATEs cost the sealer twice its hashing.
+_SEAL_ARRAYS = text(
+    "UPDATE audit_events AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash"
+    " FROM unnest(CAST(:row_ids AS bigint[]), CAST(:new_seqs AS bigint[]),"
+    " CAST(:new_prevs AS varchar[]), CAST(:new_hashes AS varchar[])) AS v(id, seq, prev_hash, hash)"
+    " WHERE e.id = v.id AND e.seq IS NULL"
 )
 _TRY_LOCK = select(func.pg_try_advisory_lock(LOCK_KEY))
 _UNLOCK = select(func.pg_advisory_unlock(LOCK_KEY))
@@ -98,9 +107,26 @@ def seal_batch(connection: Connection, limit: int = SEAL_BATCH) -> int:
         digest = event_hash(content)
         seals.append({"row_id": event.id, "new_seq": prev_seq, "new_prev": prev_hash, "new_hash": digest})
         prev_hash = digest
-    if seals:
+    if not seals:
+        return 0
+    if connection.dialect.name == "postgresql":
+        result = connection.execute(_SEAL_ARRAYS, {
+            "row_ids": [seal["row_id"] for seal in seals],
+            "new_seqs": [seal["new_seq"] for seal in seals],
+            "new_prevs": [seal["new_prev"] for seal in seals],
+            "new_hashes": [seal["new_hash"] for seal in seals],
+        })
+        if cast(CursorResult[Any], result).rowcount != len(seals):
+            # Another sealer sealed some of these meanwhile: it did not hold the lock.
+            # Rolled back by the caller; the unique seq would refuse a fork anyway.
+            raise SealConflict(f"{len(seals)} events numbered, fewer still unsealed")
+    else:
         connection.execute(_SEAL, seals)
     return len(seals)
+
+
+class SealConflict(RuntimeError):
+    """Events being sealed were sealed by someone else (a sealer without the lock)."""
 
 
 def _seal_until_none(connection: Connection, limit: int, deadline: float | None) -> int:
@@ -227,7 +253,7 @@ class AuditSealer:
         pool = self.engine.pool
         try:
             seal_pending(self.engine, self._limit, seconds)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, SealConflict) as exc:
             log.warning("audit_seal_failed", error=type(exc).__name__)
         finally:
             if self.engine.pool is not pool:  # disposed during the pass: close what it returned
