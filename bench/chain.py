@@ -7,7 +7,8 @@ Two measures, both on PostgreSQL, against the issue's targets:
    more: a session whose ``SqlEvents`` records ``--events-per-commit`` trail events and
    commits (one INSERT of unsealed events, then the process's sealer is woken), again
    and again for ``--seconds``. Writers are threads over ``--procs`` processes (so one
-   GIL does not serialize them), one connection each; each process runs its sealer
+   GIL does not serialize them; by default one process per 16 writers), one connection
+   each; each process runs its sealer
    thread as a web worker does (``db.audit_sealer.AuditSealer``), one of them sealing
    at a time. Counted: events inserted per second, events SEALED per second (the
    head's advance over the window), and the seal lag (from the event's record, just
@@ -74,7 +75,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--writers", default="16,64,256", help="concurrent chain writers (default 16,64,256)")
     parser.add_argument("--events-per-commit", type=int, default=2, help="trail events per transaction (2)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per writer count (8)")
-    parser.add_argument("--procs", type=int, default=4, help="writer processes (default 4)")
+    parser.add_argument(
+        "--procs", type=int, default=None,
+        help="writer processes (default: one per 16 writers, at least 4: web workers hold few threads)",
+    )
     parser.add_argument("--calls-at", default="50,200", help="concurrent calls for the lock share (50,200)")
     parser.add_argument(
         "--calls-per-level", type=int, default=None, help="calls per level (default: 2 x level)"
@@ -219,7 +223,7 @@ def _writers(args: argparse.Namespace, url: str, writers: int, *, chained: bool 
     free = _free_connections(url)
     if writers + 4 > free:
         return {"writers": writers, "not_run": f"needs {writers} connections, {free} free on the server"}
-    procs = max(1, min(args.procs, writers))
+    procs = max(1, min(args.procs or max(4, writers // 16), writers))
     shares = [writers // procs + (1 if p < writers % procs else 0) for p in range(procs)]
     context = get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(procs, mp_context=context) as pool:

@@ -37,7 +37,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.audit_chain import HASHED_FIELDS, LOCK_KEY, event_hash, read_head, stored_event, stored_query
+from db.audit_chain import HASHED_FIELDS, LOCK_KEY, Head, event_hash, read_head, stored_event, stored_query
 from db.models import AuditEvent
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "SealConflict",
     "attach",
     "seal_batch",
+    "seal_in_transaction",
     "seal_pending",
     "sealer_of",
     "unsealed_count",
@@ -58,6 +59,8 @@ SEAL_BATCH = 500
 # A running sealer thread also looks for unsealed events this often, waking or not
 # (events another process committed and left, e.g. it was killed before its sealer ran).
 TIMER_SECONDS = 5.0
+# A sealer thread's shortest pause between passes (what it adds to the seal lag at most).
+COALESCE_SECONDS = 0.01
 # Where a session factory carries its process's sealer (``Session.info``).
 SEALER_KEY = "securepay.audit_sealer"
 
@@ -87,15 +90,19 @@ _NEXT = {
 }
 
 
-def seal_batch(connection: Connection, limit: int = SEAL_BATCH) -> int:
-    """Seal up to ``limit`` unsealed events after the head, in id order; how many.
+def seal_batch(
+    connection: Connection, limit: int = SEAL_BATCH, head: Head | None = None
+) -> tuple[int, Head]:
+    """Seal up to ``limit`` unsealed events after ``head`` (read when not given), in id
+    order; how many, and the new head.
 
     The caller holds the right to seal (the advisory lock, or SQLite's write lock) and
-    commits. The content is read raw, as ``verify`` reads it, so both hash the same
-    values; an event whose content cannot be read is sealed over its raw text (verify
-    then names it as changed, which it was).
+    commits; while it holds it, the head it got back is still the head. The content is
+    read raw, as ``verify`` reads it, so both hash the same values; an event whose
+    content cannot be read is sealed over its raw text (verify then names it as changed,
+    which it was).
     """
-    head = read_head(connection)
+    head = read_head(connection) if head is None else head
     rows = connection.execute(_NEXT[connection.dialect.name], {"batch": limit}).mappings().all()
     seals = []
     prev_seq, prev_hash = head.seq, head.hash
@@ -108,7 +115,7 @@ def seal_batch(connection: Connection, limit: int = SEAL_BATCH) -> int:
         seals.append({"row_id": event.id, "new_seq": prev_seq, "new_prev": prev_hash, "new_hash": digest})
         prev_hash = digest
     if not seals:
-        return 0
+        return 0, head
     if connection.dialect.name == "postgresql":
         result = connection.execute(_SEAL_ARRAYS, {
             "row_ids": [seal["row_id"] for seal in seals],
@@ -122,7 +129,18 @@ def seal_batch(connection: Connection, limit: int = SEAL_BATCH) -> int:
             raise SealConflict(f"{len(seals)} events numbered, fewer still unsealed")
     else:
         connection.execute(_SEAL, seals)
-    return len(seals)
+    return len(seals), Head(prev_seq, prev_hash)
+
+
+def seal_in_transaction(connection: Connection) -> int:
+    """Seal every unsealed event inside the caller's transaction (SQLite's writers, who
+    hold the database's write lock from ``BEGIN IMMEDIATE``); how many."""
+    sealed, head = seal_batch(connection)
+    done = sealed
+    while done == SEAL_BATCH:
+        done, head = seal_batch(connection, head=head)
+        sealed += done
+    return sealed
 
 
 class SealConflict(RuntimeError):
@@ -130,12 +148,15 @@ class SealConflict(RuntimeError):
 
 
 def _seal_until_none(connection: Connection, limit: int, deadline: float | None) -> int:
+    """Batches, one transaction each, until one finds nothing: while events keep coming
+    the sealer keeps the lock and the head it holds (no head read per batch)."""
     sealed = 0
+    head = None
     while True:
         with connection.begin():
-            done = seal_batch(connection, limit)
+            done, head = seal_batch(connection, limit, head)
         sealed += done
-        if done < limit or (deadline is not None and time.monotonic() >= deadline):
+        if done == 0 or (deadline is not None and time.monotonic() >= deadline):
             return sealed
 
 
@@ -287,6 +308,9 @@ def _run(
             return
         sealer._pass(None)
         del sealer
+        # The commits of the next moment, one pass: a busy worker tries the lock about
+        # COALESCE_SECONDS apart, not once per commit (a wake-up meanwhile stays set).
+        stop.wait(COALESCE_SECONDS)
 
 
 def attach(sessions: sessionmaker[Session], sealer: AuditSealer) -> None:

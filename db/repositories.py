@@ -479,9 +479,7 @@ class SqlEvents:
             return
         self._session.execute(_INSERT_EVENTS, [event._asdict() for event in pending])
         if self._session.get_bind().dialect.name == "sqlite":
-            connection = self._session.connection()
-            while audit_sealer.seal_batch(connection) == audit_sealer.SEAL_BATCH:
-                pass
+            audit_sealer.seal_in_transaction(self._session.connection())
         else:
             self._written = True
         observe_trail(pending)
