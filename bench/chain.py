@@ -113,7 +113,10 @@ def _writer_process(
     when every writer everywhere has its connection. ``chained=False`` is the control:
     the same number of rows and commits into a table of its own, without the chain.
     """
-    engine = build_engine(url, pool_size=threads + 1, max_overflow=0, pool_timeout=60)
+    engine = build_engine(
+        url, pool_size=threads + 1, max_overflow=0, pool_timeout=60,
+        connect_args={"connect_timeout": 60},  # 256 connections opened at once on a busy machine
+    )
     sessions = session_factory(engine)
     sealer = AuditSealer(engine, background=True)  # as each web worker runs it
     attach(sessions, sealer)
