@@ -48,7 +48,8 @@ __all__ = [
     "seal_batch",
     "seal_in_transaction",
     "seal_pending",
-    "sealer_of",
+    "seal_quietly",
+    "committed",
     "unsealed_count",
 ]
 
@@ -61,6 +62,9 @@ SEAL_BATCH = 500
 TIMER_SECONDS = 5.0
 # A sealer thread's shortest pause between passes (what it adds to the seal lag at most).
 COALESCE_SECONDS = 0.01
+# How long a commit without a sealer thread seals after itself at most (the rest is left
+# to the next sealer: a thread's timer, ``securepay audit seal``).
+COMMAND_SECONDS = 2.0
 # Where a session factory carries its process's sealer (``Session.info``).
 SEALER_KEY = "securepay.audit_sealer"
 
@@ -222,7 +226,7 @@ class AuditSealer:
         background: bool,
         interval: float = TIMER_SECONDS,
         limit: int = SEAL_BATCH,
-        seconds: float = 2.0,
+        seconds: float = COMMAND_SECONDS,
     ) -> None:
         self.engine = engine
         self.background = background
@@ -271,14 +275,7 @@ class AuditSealer:
         self.close()
 
     def _pass(self, seconds: float | None) -> None:
-        pool = self.engine.pool
-        try:
-            seal_pending(self.engine, self._limit, seconds)
-        except (SQLAlchemyError, SealConflict) as exc:
-            log.warning("audit_seal_failed", error=type(exc).__name__)
-        finally:
-            if self.engine.pool is not pool:  # disposed during the pass: close what it returned
-                pool.dispose()
+        seal_quietly(self.engine, self._limit, seconds)
 
     def _start(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -313,17 +310,30 @@ def _run(
         stop.wait(COALESCE_SECONDS)
 
 
+def seal_quietly(engine: Engine, limit: int = SEAL_BATCH, seconds: float | None = None) -> None:
+    """``seal_pending``, its failure logged, not raised: what a commit that already
+    happened runs after itself (what is left unsealed, a later pass seals)."""
+    pool = engine.pool
+    try:
+        seal_pending(engine, limit, seconds)
+    except (SQLAlchemyError, SealConflict) as exc:
+        log.warning("audit_seal_failed", error=type(exc).__name__)
+    finally:
+        if engine.pool is not pool:  # disposed during the pass: close what it returned
+            pool.dispose()
+
+
 def attach(sessions: sessionmaker[Session], sealer: AuditSealer) -> None:
     """Sessions from ``sessions`` hand their committed events to ``sealer``."""
     sessions.configure(info={SEALER_KEY: sealer})
 
 
-def sealer_of(session: Session) -> AuditSealer:
-    """The sealer of ``session``'s factory; without one, a sealer that seals on the
-    committing thread (a session factory of its own: a script, a test)."""
+def committed(session: Session) -> None:
+    """``session`` just committed events: its factory's sealer is told; without one (a
+    session factory of its own: a script, a test), they are sealed here and now."""
     found = session.info.get(SEALER_KEY)
     if isinstance(found, AuditSealer):
-        return found
+        found.committed()
+        return
     bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    return AuditSealer(engine, background=False)
+    seal_quietly(bind if isinstance(bind, Engine) else bind.engine, seconds=COMMAND_SECONDS)

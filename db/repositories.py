@@ -494,7 +494,7 @@ class SqlEvents:
     def _after_commit(self, session: Session) -> None:
         if self._written:
             self._written = False
-            audit_sealer.sealer_of(session).committed()
+            audit_sealer.committed(session)
 
     def _after_rollback(self, _session: Session, previous: SessionTransaction) -> None:
         if previous.parent is None:  # the transaction, not a savepoint inside it
