@@ -1,4 +1,4 @@
-"""The audit trail as a hash chain (SECURITY 18): appended under a lock, verified, anchored.
+"""The audit trail as a hash chain (SECURITY 18): sealed in order, verified, anchored.
 
 Each ``AuditEvent`` has a position ``seq`` (1, 2, 3... per deployment), the hash of the
 event before it (``prev_hash``; the first event links to ``GENESIS``) and its own
@@ -7,14 +7,17 @@ datetimes as ISO 8601 in UTC). The content is every column but ``hash`` and ``id
 ``id`` is the database's surrogate key, given by a sequence at insert (after the hash is
 computed), and says nothing an auditor reads; ``seq`` is the position that is hashed.
 
-Writers buffer their events and chain them at commit (``append``): take the chain lock
-(``pg_advisory_xact_lock`` on PostgreSQL; SQLite transactions already hold the write
-lock from ``BEGIN IMMEDIATE``), read the head, number and hash the events, insert them,
-and the commit releases the lock. Only that tail of a transaction is serialized, never a
-whole webhook. The unique ``seq`` makes a fork impossible even if the lock were skipped.
+Writers insert their events without ``seq``, ``prev_hash`` and ``hash`` (unsealed): no
+lock, no head read. One sealer at a time (``db.audit_sealer``, under the advisory lock
+``LOCK_KEY``) numbers the committed unsealed events after the head in ``id`` order,
+hashes and updates them, in short batches. The chain's order is ``seq``'s, not ``id``'s:
+an event committed late with a lower id is sealed after the ones sealed before it
+(docs/decisions/0008-audit-sealer.md). The unique ``seq`` makes a fork impossible even
+if the lock were skipped.
 
-``verify`` walks the chain by ``seq`` and names the first problem. An administrator who
-can write the table can also recompute every hash after the one changed; anchors (the
+``verify`` walks the sealed chain by ``seq`` and names the first problem, and names
+events left unsealed longer than a grace (no sealer running). An administrator who can
+write the table can also recompute every hash after the one changed; anchors (the
 head's ``seq`` and ``hash``, kept where that administrator cannot write) catch that.
 
 Verify and export read the hashed columns raw (``read_stored``): the text the database
@@ -30,11 +33,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, Select, Text, cast, func, select
+from sqlalchemy import ColumnElement, Connection, LargeBinary, Select, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent
@@ -46,11 +49,12 @@ __all__ = [
     "Anchor",
     "AnchorFileError",
     "ChainProblem",
+    "UNSEALED_GRACE",
     "Head",
     "ProblemKind",
     "StoredEvent",
+    "UnsealedEvent",
     "Verification",
-    "append",
     "canonical",
     "content_of",
     "event_hash",
@@ -58,13 +62,20 @@ __all__ = [
     "read_anchors",
     "read_head",
     "read_stored",
+    "stored_event",
+    "stored_query",
     "verify",
 ]
 
 GENESIS = "0" * 64
-# The key of the PostgreSQL advisory lock that serializes appends ("SEC0A0D17"); any
-# bigint would do, as long as nothing else in the database uses it.
+# The key of the PostgreSQL advisory lock the sealer holds ("SEC0A0D17"); any bigint
+# would do, as long as nothing else in the database uses it. It is the key the code
+# before the sealer took per commit, so during a rolling upgrade the old writers' chaining
+# and the new sealer still exclude each other.
 LOCK_KEY = 0x5EC0A0D17
+# How long an event may stay unsealed before ``verify`` names it (a sealer seals within
+# moments of a commit; its timer within seconds).
+UNSEALED_GRACE = timedelta(seconds=60)
 HASHED_FIELDS = (
     "seq",
     "prev_hash",
@@ -105,51 +116,26 @@ def event_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(content)).hexdigest()
 
 
-# --- appending ------------------------------------------------------------------------
+# --- the head -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Head:
-    """The last event of the chain (``seq`` 0 and ``GENESIS`` when there is none)."""
+    """The last sealed event of the chain (``seq`` 0 and ``GENESIS`` when there is none)."""
 
     seq: int
     hash: str
 
 
-def read_head(session: Session) -> Head:
-    row = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).first()
+_TABLE = AuditEvent.__table__
+_SEALED = _TABLE.c.seq.is_not(None)
+_UNSEALED = _TABLE.c.seq.is_(None)
+_HEAD = select(_TABLE.c.seq, _TABLE.c.hash).where(_SEALED).order_by(_TABLE.c.seq.desc()).limit(1)
+
+
+def read_head(session: Session | Connection) -> Head:
+    row = session.execute(_HEAD).first()
     return Head(0, GENESIS) if row is None else Head(row.seq, row.hash)
-
-
-def _lock(session: Session) -> None:
-    """Hold the chain lock until this transaction ends (commit or rollback)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
-    # SQLite: the transaction began with BEGIN IMMEDIATE and holds the database's write lock.
-
-
-def append(session: Session, events: Sequence[AuditEvent]) -> Head:
-    """Chain ``events`` after the head and insert them; the caller commits at once.
-
-    Everything else the transaction wrote is flushed first, so the lock is taken only
-    for the head read and these inserts (a row lock waited for here would hold up every
-    writer of the trail).
-    """
-    if not events:
-        return read_head(session)
-    session.flush()
-    _lock(session)
-    head = read_head(session)
-    for event in events:
-        event.seq = head.seq + 1
-        event.prev_hash = head.hash
-        event.hash = event_hash(content_of(event))
-        head = Head(event.seq, event.hash)
-    session.add_all(events)
-    session.flush()
-    return head
 
 
 # --- verifying ------------------------------------------------------------------------
@@ -216,21 +202,52 @@ def read_anchors(lines: Iterable[str], source: str = "anchors") -> list[Anchor]:
 
 
 def make_anchor(session: Session, now: datetime) -> Anchor:
+    """The head of the sealed chain (unsealed events are not in it yet)."""
     head = read_head(session)
-    count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    count = session.scalar(select(func.count()).select_from(_TABLE).where(_SEALED)) or 0
     return Anchor(count=count, head_seq=head.seq, head_hash=head.hash, at=now)
 
 
 @dataclass(frozen=True)
+class UnsealedEvent:
+    """An event written but not sealed for longer than the grace: no sealer has run."""
+
+    id: int
+    occurred_at: datetime | None  # None when its time cannot be read
+    age: timedelta | None
+
+    def __str__(self) -> str:
+        if self.occurred_at is None or self.age is None:
+            return f"unsealed: row id {self.id}, its time cannot be read"
+        return (
+            f"unsealed: row id {self.id} (occurred {_iso_utc(self.occurred_at)}) "
+            f"not sealed after {int(self.age.total_seconds())} s"
+        )
+
+
+# The most overdue unsealed events a verification names (the count says the rest).
+OVERDUE_NAMED = 10
+
+
+@dataclass(frozen=True)
 class Verification:
-    count: int
+    count: int  # sealed events walked
     head: Head
     anchors_checked: int
     problem: ChainProblem | None
+    unsealed: int = 0  # events not sealed yet, within the grace or not
+    overdue: tuple[UnsealedEvent, ...] = ()  # the first OVERDUE_NAMED past the grace
+    overdue_count: int = 0
 
     @property
     def intact(self) -> bool:
+        """The sealed chain is whole (nothing changed, removed or inserted)."""
         return self.problem is None
+
+    @property
+    def sound(self) -> bool:
+        """Intact, and no event left unsealed past the grace."""
+        return self.problem is None and self.overdue_count == 0
 
 
 def _link_problem(seq: int, prev_seq: int, prev_hash: str, before_prev_hash: str | None,
@@ -253,14 +270,51 @@ def _link_problem(seq: int, prev_seq: int, prev_hash: str, before_prev_hash: str
     )
 
 
-def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
-    """Walk the chain by ``seq``, recompute every hash, and stop at the first problem.
+def verify(
+    session: Session,
+    anchors: Sequence[Anchor] = (),
+    *,
+    now: datetime | None = None,
+    grace: timedelta = UNSEALED_GRACE,
+) -> Verification:
+    """Walk the sealed chain by ``seq``, recompute every hash, stop at the first problem;
+    then count the unsealed events and name those older than ``grace`` at ``now``.
 
     Per event, in this order: its position (a gap is a removal, a repeated or backward
     seq an insertion), its link to the event before, its own hash (an event whose
     content cannot be read is changed), and any anchor at its seq. After the walk, an
     anchor past the head means the tail was cut off.
     """
+    chain = _walk(session, anchors)
+    unsealed, overdue, overdue_count = _unsealed(session, now or datetime.now(UTC), grace)
+    return Verification(
+        chain.count, chain.head, chain.anchors_checked, chain.problem, unsealed, overdue, overdue_count
+    )
+
+
+def _unsealed(
+    session: Session, now: datetime, grace: timedelta
+) -> tuple[int, tuple[UnsealedEvent, ...], int]:
+    """How many events are unsealed, and those past ``grace`` (oldest first, by id)."""
+    count = 0
+    overdue: list[UnsealedEvent] = []
+    overdue_count = 0
+    for event in read_stored(session, _UNSEALED):
+        count += 1
+        occurred = None if event.content is None else event.content.get("occurred_at")
+        if not isinstance(occurred, datetime):
+            found = UnsealedEvent(event.id, None, None)
+        elif now - occurred > grace:
+            found = UnsealedEvent(event.id, occurred, now - occurred)
+        else:
+            continue
+        overdue_count += 1
+        if len(overdue) < OVERDUE_NAMED:
+            overdue.append(found)
+    return count, tuple(overdue), overdue_count
+
+
+def _walk(session: Session, anchors: Sequence[Anchor]) -> Verification:
     anchored: dict[int, list[Anchor]] = {}
     for anchor in anchors:
         anchored.setdefault(anchor.head_seq, []).append(anchor)
@@ -268,7 +322,7 @@ def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
     count = 0
     prev = Head(0, GENESIS)
     before_prev: str | None = None
-    for event in read_stored(session):
+    for event in read_stored(session, _SEALED):
         count += 1
         problem = _problem_at(event, prev, before_prev)
         if problem is None and event.seq is not None:  # (an unreadable seq is a problem)
@@ -392,12 +446,14 @@ def _raw_column(name: str, dialect: str) -> ColumnElement[Any]:
     return cast(column, Text).label(name)
 
 
-def _stored_query(dialect: str) -> Select[Any]:
+def stored_query(dialect: str) -> Select[Any]:
+    """Every hashed column and ``hash`` of the events, read raw (see the module)."""
     columns = [_raw_column(name, dialect) for name in (*HASHED_FIELDS, "hash")]
     return select(AuditEvent.__table__.c.id, *columns)
 
 
-def _stored(row: Mapping[Any, Any]) -> StoredEvent:
+def stored_event(row: Mapping[Any, Any]) -> StoredEvent:
+    """A row of ``stored_query`` as a ``StoredEvent``."""
     raw: dict[str, str | None] = {}
     content: dict[str, Any] = {}
     unreadable: list[str] = []
@@ -432,11 +488,11 @@ def _stored(row: Mapping[Any, Any]) -> StoredEvent:
 
 def read_stored(session: Session, *where: ColumnElement[bool]) -> Iterator[StoredEvent]:
     """The events in chain order (by ``seq``, then row id), read raw (see the module)."""
-    query = _stored_query(session.get_bind().dialect.name).where(*where)
+    query = stored_query(session.get_bind().dialect.name).where(*where)
     query = query.order_by(AuditEvent.__table__.c.seq, AuditEvent.__table__.c.id)
     rows = session.execute(query.execution_options(yield_per=1000))
     try:
         for row in rows.mappings():
-            yield _stored(row)
+            yield stored_event(row)
     finally:
         rows.close()

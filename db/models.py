@@ -150,8 +150,9 @@ class Call(Base):
 class AuditEvent(Base):
     """An append-only trail entry: who did what, when, where; never a secret.
 
-    ``seq``, ``prev_hash`` and ``hash`` chain the entries (``db.audit_chain``): they are
-    set when the entry is inserted, at commit, under the chain lock.
+    ``seq``, ``prev_hash`` and ``hash`` chain the entries (``db.audit_chain``): an entry
+    is inserted without them (all three NULL: unsealed) and the sealer
+    (``db.audit_sealer``) sets them, in order, moments later.
     """
 
     __tablename__ = "audit_events"
@@ -159,12 +160,17 @@ class AuditEvent(Base):
         Index("ix_audit_events_call_sid", "call_sid"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
         UniqueConstraint("seq", name="uq_audit_events_seq"),
+        # What the sealer reads, in id order: only the events not yet sealed (a few).
+        Index(
+            "ix_audit_events_unsealed", "id",
+            postgresql_where=text("seq IS NULL"), sqlite_where=text("seq IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event: Mapped[str] = mapped_column(String(40))
     call_sid: Mapped[str | None] = mapped_column(String(64))

@@ -13,7 +13,7 @@ import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -32,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, SessionTransaction
 
-from db import audit_chain
+from db import audit_sealer
 from db.ledger import COUNTED_PAYMENT_STATUSES
 from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Payment, Phone, PinCredential
 from db.types import UTCDateTime
@@ -383,13 +384,35 @@ class SqlCalls:
 # --- audit events ---------------------------------------------------------------------
 
 
-class SqlEvents:
-    """Implements ``ivr.flows.ports.Events``: appends to the ``audit_events`` chain.
+class PendingEvent(NamedTuple):
+    """A trail event recorded in a transaction, written at its commit (unsealed)."""
 
-    ``record`` only buffers the event (with its time); the buffer is chained and inserted
-    when the session commits (``db.audit_chain.append``, under the chain lock), and
-    dropped when it rolls back. ``SqlUnitOfWork.commit`` calls ``write_pending``; a
-    session committed on its own does the same through its ``before_commit`` event.
+    occurred_at: datetime
+    event: str
+    call_sid: str | None
+    account_id: int | None
+    actor: str | None
+    os_user: str | None
+    host: str | None
+    process: str | None
+    success: bool
+    detail: dict[str, Any]
+
+
+# One multi-row INSERT of a commit's events, built once. RETURNING makes SQLAlchemy send
+# the rows as one INSERT ... VALUES (...), (...) ("insertmanyvalues"); the chain fields
+# stay NULL until the sealer sets them.
+_INSERT_EVENTS = insert(_table(AuditEvent)).returning(_table(AuditEvent).c.id)
+
+
+class SqlEvents:
+    """Implements ``ivr.flows.ports.Events``: appends to the ``audit_events`` trail.
+
+    ``record`` only buffers the event (with its time); the buffer is inserted, unsealed,
+    when the session commits, and dropped when it rolls back. ``SqlUnitOfWork.commit``
+    calls ``write_pending``; a session committed on its own does the same through its
+    ``before_commit`` event. After the commit the session's sealer is told
+    (``db.audit_sealer``); on SQLite the events are sealed inside the transaction.
     """
 
     def __init__(
@@ -405,8 +428,10 @@ class SqlEvents:
         self._os_user = os_user
         self._host = host
         self._now = clock
-        self._pending: list[AuditEvent] = []
+        self._pending: list[PendingEvent] = []
+        self._written = False  # events inserted in this transaction, to seal after it
         sa_event.listen(session, "before_commit", self._before_commit)
+        sa_event.listen(session, "after_commit", self._after_commit)
         sa_event.listen(session, "after_soft_rollback", self._after_rollback)
 
     def record(
@@ -424,7 +449,7 @@ class SqlEvents:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"audit detail of {event!r} is not JSON-serializable: {exc}") from None
         self._pending.append(
-            AuditEvent(
+            PendingEvent(
                 occurred_at=self._now(),
                 event=event,
                 call_sid=call_sid,
@@ -444,11 +469,20 @@ class SqlEvents:
         return len(self._pending)
 
     def write_pending(self) -> None:
-        """Chain and insert the buffered events; commit right after (the lock is held)."""
+        """Insert the buffered events, unsealed, in one statement; no lock, no head read.
+
+        On SQLite (one writer at a time, ``BEGIN IMMEDIATE``) they are sealed here, in
+        this transaction; on PostgreSQL by the sealer once the transaction commits.
+        """
         pending, self._pending = self._pending, []
-        if pending:
-            audit_chain.append(self._session, pending)
-            observe_trail(pending)
+        if not pending:
+            return
+        self._session.execute(_INSERT_EVENTS, [event._asdict() for event in pending])
+        if self._session.get_bind().dialect.name == "sqlite":
+            audit_sealer.seal_in_transaction(self._session.connection())
+        else:
+            self._written = True
+        observe_trail(pending)
 
     def discard_pending(self) -> None:
         self._pending.clear()
@@ -457,6 +491,12 @@ class SqlEvents:
         if not session.in_nested_transaction():  # a savepoint's release is not the commit
             self.write_pending()
 
+    def _after_commit(self, session: Session) -> None:
+        if self._written:
+            self._written = False
+            audit_sealer.committed(session)
+
     def _after_rollback(self, _session: Session, previous: SessionTransaction) -> None:
         if previous.parent is None:  # the transaction, not a savepoint inside it
             self.discard_pending()
+            self._written = False

@@ -41,11 +41,11 @@ class SqlUnitOfWork:
         self.autopay = SqlFlowAutopay(self.session)
 
     def commit(self) -> None:
-        """Chain the trail events recorded so far and commit everything.
+        """Write the trail events recorded so far (unsealed) and commit everything.
 
-        The chain lock (``db.audit_chain``) is taken only now, after the rest of the
-        transaction is flushed, and released by the commit: concurrent requests wait for
-        each other only for the head read and the event inserts.
+        No lock and no head read: the events are one INSERT, and the process's sealer
+        (``db.audit_sealer``) numbers and hashes them once this commit is done, so
+        concurrent requests never wait for each other on the trail.
         """
         self.events.write_pending()
         self.session.commit()

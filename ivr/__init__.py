@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
     Settings come from the environment unless given. The webhooks need
     ``TWILIO_AUTH_TOKEN``; command-line tools (``cli=True``) may run without it.
     """
+    from db.audit_sealer import AuditSealer
+    from db.audit_sealer import attach as attach_sealer
     from db.engine import build_engine, session_factory
     from ivr import health, portal, webhooks
     from ivr.flows.call_flow import CALL_FLOW
@@ -54,6 +56,9 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         url = f"sqlite:///{Path(app.instance_path) / 'securepay.db'}"
     engine = build_engine(url)
     sessions = session_factory(engine)
+    # The trail's sealer: a thread of each web worker; commands seal after their commits.
+    sealer = AuditSealer(engine, background=not cli)
+    attach_sealer(sessions, sealer)
     clock = SystemClock()
     catalog = Catalog.load(settings.prompts_dir)
     policy = PinPolicy.from_file(settings.pin_blocklist_file) if settings.pin_blocklist_file else PinPolicy()
@@ -74,6 +79,7 @@ def create_app(settings: Settings | None = None, *, cli: bool = False) -> Flask:
         gateway=_metered(_gateway(settings)) if settings.metrics_enabled else _gateway(settings),
         notifier=build_receipt_dispatcher(settings, sessions, clock),
         autopay_notices=build_autopay_notices(settings, sessions, clock),
+        sealer=sealer,
     )
     services.texter = build_text_receipts(settings, services.unit_of_work)
     services.init_app(app)

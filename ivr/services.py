@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.audit_sealer import AuditSealer
 from db.unit_of_work import SqlUnitOfWork
 from ivr.flows.context import Ctx, FlowConfig, NoNotices, NoNotifier, Notifier, ReceiptTexter
 from ivr.flows.engine import FlowEngine
@@ -47,6 +48,7 @@ class Services:
     texter: ReceiptTexter | None = None  # None without SECUREPAY_SMS_FROM: texts are off
     autopay_notices: AutopayNotices | None = None  # Auto Pay's written notices (issue 10)
     process: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    sealer: AuditSealer | None = None  # the trail's sealer (db.audit_sealer), attached to sessions
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

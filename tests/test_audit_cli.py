@@ -128,6 +128,30 @@ def test_verify_names_the_first_tampered_event_and_fails(
     assert result.stderr == reason + "\n"
 
 
+def test_verify_names_an_event_left_unsealed_past_the_grace_and_seal_seals_it(cli_app: Flask) -> None:
+    record(cli_app, 2)
+    now = services(cli_app).clock.now()
+    tamper(cli_app, lambda session: session.execute(insert(AuditEvent).values(  # a writer's, never sealed
+        occurred_at=now - timedelta(minutes=5), event="call_started", process="gone:1", detail={},
+    )))
+
+    late = audit(cli_app, "verify")
+    lenient = audit(cli_app, "verify", "--grace", "600")
+    sealed = audit(cli_app, "seal")
+    after = audit(cli_app, "verify")
+
+    assert late.exit_code == 1 and late.stdout == ""
+    assert late.stderr.splitlines() == [
+        "unsealed: row id 3 (occurred 2026-11-24T05:25:00.000000+00:00) not sealed after 300 s (grace 60 s)",
+        "1 event(s) unsealed longer than 60 s: is a sealer running? (`securepay audit seal`)",
+    ]
+    assert lenient.exit_code == 0
+    assert lenient.output.startswith("2 events, chain intact, head seq 2 ")
+    assert lenient.output.endswith("…, 1 not sealed yet (within 600 s)\n")
+    assert (sealed.exit_code, sealed.output) == (0, "1 event(s) sealed, head seq 3\n")
+    assert after.exit_code == 0 and after.output.startswith("3 events, chain intact, head seq 3 ")
+
+
 # --- anchors --------------------------------------------------------------------------
 
 

@@ -226,11 +226,13 @@ def test_database_gauges_are_read_at_scrape_time(
                     "head_hash": "0" * 64, "head_seq": 1}) + "\n"
     )  # fmt: skip
     services = metered.extensions[EXTENSION_KEY]
+    services.sealer.wait_sealed()  # the web worker's sealer, moments after each commit
     with services.sessions() as session:
         head = session.scalar(select(func.max(AuditEvent.seq)))
     now = scrape(metered)
     assert value(now, "securepay_calls_in_progress") == 1
     assert value(now, "securepay_audit_head_seq") == head > 0
+    assert value(now, "securepay_audit_unsealed") == 0
     assert value(now, "securepay_audit_last_anchor_age_seconds") == 90 * 60
     assert value(now, "securepay_receipts_pending") == 0
     # Receipts pending: payments of the last 7 days to an account with an address, unsent.

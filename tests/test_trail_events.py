@@ -64,6 +64,10 @@ def trail(app: Flask, card_phone: Callable[..., Softphone]) -> list[AuditEvent]:
             pin_group, [action, "30007714", "--staff", "J. Staff", "--reason", "member called the desk"]
         )
         assert result.exit_code == 0, result.output
+    with app.app_context():
+        sealer = current_services().sealer
+        assert sealer is not None
+        sealer.wait_sealed()  # the web workers' sealer runs moments after each commit
     with app.app_context(), current_services().sessions() as session:
         rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
         session.expunge_all()

@@ -1,11 +1,13 @@
-"""``securepay audit verify|anchor|export|scan-secrets``, for auditors (SECURITY 17-20).
+"""``securepay audit verify|seal|anchor|export|scan-secrets``, for auditors (SECURITY 17-20).
 
 ``verify`` walks the trail's hash chain (``db.audit_chain``) and exits 0 with a one-line
-summary, 1 naming the first changed, removed or inserted event. ``anchor`` prints the
+summary, 1 naming the first changed, removed or inserted event, or events left unsealed
+longer than ``--grace`` (no sealer has run). ``seal`` seals what is committed and
+unsealed, once (``db.audit_sealer``; for operators and a timer). ``anchor`` prints the
 chain's head as a JSON line, to be kept where the database's administrator cannot write;
 ``verify --anchor`` then also proves the anchored events are still there, unchanged.
-``export`` writes the trail as JSON lines for a SIEM (an event that cannot be read is
-written as stored, and named on stderr: exit 1). ``scan-secrets`` looks for card
+``export`` writes the sealed trail as JSON lines for a SIEM (an event that cannot be
+read is written as stored, and named on stderr: exit 1). ``scan-secrets`` looks for card
 numbers, security codes and given secrets in the database, logs and exports; the exact
 secrets come from a file, never from the command line (``ps`` shows arguments).
 
@@ -23,9 +25,20 @@ from zoneinfo import ZoneInfo
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
-from db.audit_chain import AnchorFileError, StoredEvent, make_anchor, read_anchors, read_stored, verify
+from db.audit_chain import (
+    UNSEALED_GRACE,
+    AnchorFileError,
+    StoredEvent,
+    make_anchor,
+    read_anchors,
+    read_head,
+    read_stored,
+    verify,
+)
+from db.audit_sealer import seal_pending, unsealed_count
 from db.models import AuditEvent
 from ivr.cli.report_window import fail, parse_day
 from ivr.secret_scan import scan_database, scan_files
@@ -52,9 +65,14 @@ def audit_group() -> None:
     "--anchor", "anchor_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
     help="A file of anchors (from `audit anchor`): each anchored event must still be in the chain.",
 )
+@click.option(
+    "--grace", type=click.IntRange(min=0), default=int(UNSEALED_GRACE.total_seconds()), show_default=True,
+    metavar="SECONDS", help="Name events left unsealed longer than this (then exit 1).",
+)
 @with_appcontext
-def verify_command(anchor_files: tuple[Path, ...]) -> None:
-    """Walk the trail's hash chain; name the first changed, removed or inserted event."""
+def verify_command(anchor_files: tuple[Path, ...], grace: int) -> None:
+    """Walk the trail's hash chain; name the first changed, removed or inserted event,
+    and events left unsealed longer than the grace."""
     anchors = []
     for path in anchor_files:
         try:
@@ -65,16 +83,45 @@ def verify_command(anchor_files: tuple[Path, ...]) -> None:
             fail(str(exc))
     services = current_services()
     with services.sessions() as session:
-        report = verify(session, anchors)
+        report = verify(session, anchors, now=services.clock.now(), grace=timedelta(seconds=grace))
     if report.problem is not None:
         click.echo(f"{report.problem} ({report.count} events read)", err=True)
+    for event in report.overdue:
+        click.echo(f"{event} (grace {grace} s)", err=True)
+    if report.overdue_count > len(report.overdue):
+        more = report.overdue_count - len(report.overdue)
+        click.echo(f"... and {more} more unsealed past the grace", err=True)
+    if report.overdue_count:
+        click.echo(
+            f"{report.overdue_count} event(s) unsealed longer than {grace} s: is a sealer running? "
+            "(`securepay audit seal`)",
+            err=True,
+        )
+    if not report.sound:
         raise click.exceptions.Exit(1)
     checked = report.anchors_checked
     matched = f", {checked} anchor{'' if checked == 1 else 's'} matched" if anchor_files else ""
+    waiting = f", {report.unsealed} not sealed yet (within {grace} s)" if report.unsealed else ""
     click.echo(
         f"{report.count} events, chain intact, head seq {report.head.seq} "
-        f"hash {report.head.hash[:16]}…{matched}"
+        f"hash {report.head.hash[:16]}…{matched}{waiting}"
     )
+
+
+@audit_group.command("seal")
+@with_appcontext
+def seal_command() -> None:
+    """Seal the events written and not yet sealed (number and hash them after the head).
+
+    The web workers' sealers do this moments after each commit; this is for operators
+    and a timer. When another sealer holds the lock, it leaves the work to that one.
+    """
+    services = current_services()
+    sealed = seal_pending(services.engine)
+    with services.sessions() as session:
+        head, left = read_head(session), unsealed_count(session)
+    rest = f", {left} left to the sealer at work" if left else ""
+    click.echo(f"{sealed} event(s) sealed, head seq {head.seq}{rest}")
 
 
 @audit_group.command("anchor")
@@ -154,8 +201,9 @@ def export_line(event: StoredEvent, zone: ZoneInfo) -> dict[str, Any]:
 
 
 def _events(session: Session, start: datetime | None, end: datetime | None) -> Iterator[StoredEvent]:
+    """The sealed events of the window, in chain order."""
     occurred_at = AuditEvent.__table__.c.occurred_at
-    where = []
+    where: list[ColumnElement[bool]] = [AuditEvent.__table__.c.seq.is_not(None)]
     if start is not None:
         where.append(occurred_at >= start)
     if end is not None:
@@ -168,10 +216,11 @@ def _events(session: Session, start: datetime | None, end: datetime | None) -> I
 @click.option("--until", metavar="YYYY-MM-DD", help="Last day, included (default: now).")
 @with_appcontext
 def export_command(since: str | None, until: str | None) -> None:
-    """Print the trail as JSON lines for a SIEM, in chain order (one event per line).
+    """Print the sealed trail as JSON lines for a SIEM, in chain order (one event per line).
 
-    An event whose content cannot be read is written raw, with an ``unreadable`` field,
-    and named on stderr; the exit status is then 1.
+    Events not sealed yet are left for the next export (stderr says how many). An event
+    whose content cannot be read is written raw, with an ``unreadable`` field, and named
+    on stderr; the exit status is then 1.
     """
     services = current_services()
     zone = services.settings.timezone
@@ -192,6 +241,9 @@ def export_command(since: str | None, until: str | None) -> None:
                     f"({event.why_unreadable})",
                     err=True,
                 )
+        left = unsealed_count(session)
+    if left:
+        click.echo(f"{left} event(s) not sealed yet are not in this export", err=True)
     if unreadable:
         click.echo(f"{unreadable} event(s) could not be read and were written raw", err=True)
         raise click.exceptions.Exit(1)

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from db.audit_sealer import unsealed_count
 from db.models import Account, AuditEvent, AutopayNotice, Call, Payment
 from ivr.metrics import (
     CREDENTIAL_FAILURES,
@@ -122,6 +123,7 @@ class DatabaseCollector(Collector):
                 )
             )
             head = session.scalar(select(func.max(AuditEvent.seq)))
+            unsealed = unsealed_count(session)
         return (
             ("securepay_calls_in_progress", "Calls active with a step in the last hour.", in_progress or 0),
             ("securepay_receipts_pending", "E-mail receipts of the last 7 days not yet sent.", receipts or 0),
@@ -129,6 +131,7 @@ class DatabaseCollector(Collector):
             # are kept until Twilio takes them, and retried: those are the texts that wait.
             ("securepay_texts_pending", "Texted Auto Pay notices of 7 days not yet sent.", texts or 0),
             ("securepay_audit_head_seq", "The audit chain's newest position (seq).", head or 0),
+            ("securepay_audit_unsealed", "Audit events written and not sealed yet.", unsealed),
         )
 
 
