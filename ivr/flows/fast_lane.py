@@ -59,17 +59,17 @@ def chargeable(method: MethodOnFile, today: date) -> bool:
 
 def offer_with(ctx: Ctx, method: MethodOnFile | None) -> Offer | None:
     """The full balance with ``method`` (one of the account's, as the store reads it
-    now), or None when one press could not pay it as said."""
-    if method is None or ctx.gateway is None or payment.declines_capped(ctx):
+    now), or None when one press could not pay it as said. The decline cap, the one
+    question that costs a read of its own, is asked last."""
+    if method is None or ctx.gateway is None:
         return None
-    account = ctx.account()
-    balance = account.balance_cents
+    balance = ctx.account().balance_cents
     if balance <= 0 or payment.amount_limits(ctx, balance) is not None:
         return None
     if wallet(ctx).customer_id is None:
         return None
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    if not chargeable(method, today):
+    if not chargeable(method, today) or payment.declines_capped(ctx):
         return None
     return Offer(balance, method.processor_id, method.kind, method.brand, method.last4)
 
