@@ -22,6 +22,7 @@ from ivr.flows.machine import Action, Go, Phrase
 from ivr.flows.payment import MENU, to_methods
 from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
 from ivr.flows.wallet import account_id, forget_wallet, wallet
+from payments.charge_outcomes import Declined, NotCharged, Outcome, Unknown
 from payments.deadline import processor_deadline
 from payments.gateway import (
     ActionRequired,
@@ -44,25 +45,6 @@ CONFIRM_PROCESSOR_SECONDS = 10.0
 LOOKUP_RESERVE_SECONDS = 3.0
 
 
-@dataclass(frozen=True)
-class Declined:
-    code: str
-
-
-@dataclass(frozen=True)
-class NotCharged:
-    """The processor surely did not take the money (never reached, or refused our call)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unknown:
-    reason: str
-    processor_id: str | None = None
-
-
-Outcome = ChargeResult | Declined | NotCharged | Unknown
 
 
 def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
