@@ -191,7 +191,7 @@ def set_decline_index(url: str, *, present: bool) -> None:
 
 
 def explain_decline_count(url: str, caller: str) -> dict[str, Any]:
-    """``EXPLAIN ANALYZE`` of the per-caller decline count as ``SqlLedger.declines_since`` asks it."""
+    """``EXPLAIN ANALYZE`` of the per-caller decline count (one side of ``SqlLedger.declines``)."""
     since = datetime.now(UTC) - timedelta(hours=24)
     with psycopg.connect(libpq_conninfo(url)) as conn:
         rows = conn.execute(
@@ -215,7 +215,7 @@ def time_decline_count(url: str, callers: Sequence[str]) -> float:
             timings = []
             for caller in callers:
                 started = time.perf_counter()
-                ledger.declines_since(since, caller=caller)
+                ledger.declines(since, account_id=None, caller=caller)
                 timings.append(time.perf_counter() - started)
     finally:
         engine.dispose()

@@ -38,6 +38,7 @@ from db.repositories import SqlAccounts, SqlEvents
 from db.unit_of_work import SqlUnitOfWork
 from ivr.flows.ports import AttemptView, Clock, MethodRef
 from payments.autopay_notices import NoticeKind, Wording, write_notice
+from payments.charge_outcomes import Declined, Deferred, DraftOutcome, NotCharged, Unknown
 from payments.gateway import (
     ActionRequired,
     CardDeclined,
@@ -283,7 +284,7 @@ def _charge(
         report.payment_ids.append(payment.id)
         result = "charged" if outcome.status == "succeeded" else "processing"
         return line(result, confirmation=payment.confirmation)
-    if isinstance(outcome, _Declined):
+    if isinstance(outcome, Declined):
         ledger.settle(attempt.id, status="declined", decline_code=outcome.code, now=now)
         enrollment = autopay.settle_draft(
             opened.draft_id, status="declined", decline_code=outcome.code, now=now
@@ -310,12 +311,12 @@ def _charge(
                 due_date=day,
             ))
         return line("declined", reason)
-    if isinstance(outcome, _Unknown):
+    if isinstance(outcome, Unknown):
         ledger.settle(attempt.id, status="unknown", now=now)
         autopay.settle_draft(opened.draft_id, status="unknown", now=now)
         _event(work.events, "autopay_draft_unknown", attempt, success=False, reason=outcome.reason)
         return line("unknown", f"{outcome.reason}: left for payments reconcile, never charged again")
-    if isinstance(outcome, _Deferred):
+    if isinstance(outcome, Deferred):
         _event(work.events, "autopay_draft_deferred", attempt, success=False, reason=outcome.reason)
         return line("deferred", f"{outcome.reason}: the next run looks it up, then retries with the same key")
     ledger.settle(attempt.id, status="failed", now=now)
@@ -333,41 +334,16 @@ def _line_for(opened: _Opened, day: date) -> Callable[..., DraftLine]:
     return line
 
 
-@dataclass(frozen=True)
-class _Declined:
-    code: str
-    method_unusable: bool = False
-
-
-@dataclass(frozen=True)
-class _Unknown:
-    reason: str
-
-
-@dataclass(frozen=True)
-class _NotCharged:
-    reason: str
-
-
-@dataclass(frozen=True)
-class _Deferred:
-    """Not known to be charged, and safe to ask again with the same key: the draft
-    stays pending for the next run."""
-
-    reason: str
-
-
-_Outcome = ChargeResult | _Declined | _Unknown | _NotCharged | _Deferred
 
 
 def _ask(
     gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None, *, resumed: bool
-) -> _Outcome:
+) -> DraftOutcome:
     """The processor's answer for the attempt: looked up first when resumed, charged
     with the attempt's own key otherwise (or when the processor never heard of it)."""
     if resumed:
         found = _look_up(gateway, attempt, customer_id)
-        if not (isinstance(found, _Unknown) and found.reason == "not_found"):
+        if not (isinstance(found, Unknown) and found.reason == "not_found"):
             return found
     try:
         return gateway.charge(
@@ -379,33 +355,33 @@ def _ask(
             metadata={"attempt_id": attempt.id, "call_sid": attempt.call_sid},
         )
     except (CardDeclined, ActionRequired) as exc:
-        return _Declined(_code(exc))
+        return Declined(_code(exc))
     except InvalidPaymentMethod:
-        return _Declined("invalid_payment_method", method_unusable=True)
+        return Declined("invalid_payment_method", method_unusable=True)
     except ProcessorUnavailable:
         found = _look_up(gateway, attempt, customer_id)
-        return _Deferred("processor unavailable") if _not_found(found) else found
+        return Deferred("processor unavailable") if _not_found(found) else found
     except OutcomeUnknown:
         found = _look_up(gateway, attempt, customer_id)
-        return _Unknown("no answer from the processor") if _not_found(found) else found
+        return Unknown("no answer from the processor") if _not_found(found) else found
     except PaymentError as exc:  # ProcessorRejected: refused outright, nothing charged
-        return _NotCharged(f"refused by the processor ({type(exc).__name__})")
+        return NotCharged(f"refused by the processor ({type(exc).__name__})")
 
 
-def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> _Outcome:
+def _look_up(gateway: PaymentGateway, attempt: AttemptView, customer_id: str | None) -> DraftOutcome:
     try:
         found = gateway.find_charge(attempt.id, customer_id=customer_id)
     except (CardDeclined, ActionRequired) as exc:
-        return _Declined(_code(exc))
+        return Declined(_code(exc))
     except ProcessorUnavailable:
-        return _Deferred("processor unavailable for the lookup")
+        return Deferred("processor unavailable for the lookup")
     except PaymentError:
-        return _Unknown("lookup failed")
-    return found if found is not None else _Unknown("not_found")
+        return Unknown("lookup failed")
+    return found if found is not None else Unknown("not_found")
 
 
-def _not_found(outcome: _Outcome) -> bool:
-    return isinstance(outcome, _Unknown) and outcome.reason == "not_found"
+def _not_found(outcome: DraftOutcome) -> bool:
+    return isinstance(outcome, Unknown) and outcome.reason == "not_found"
 
 
 def _code(exc: PaymentError) -> str:

@@ -12,11 +12,13 @@ the portal and staff, over the one store (``db.autopay``).
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from db.autopay import SqlAutopay
-from db.models import Account
+from db.autopay import LIVE, SqlAutopay, enrollment_view
+from db.models import Account, AutopayEnrollment
 from db.stored_methods import SqlStoredMethods, StoredMethod
 from payments.autopay_notices import write_notice
 from payments.autopay_terms import TERMS_VERSION, Cancelled, Channel, Enrolled, EnrollmentView, Wording
@@ -81,15 +83,40 @@ def cancel(
     return Cancelled(ended, write_notice(session, "cancelled", ended, wording=wording, now=now))
 
 
+_ENROLLMENTS = cast(Table, AutopayEnrollment.__table__)
+# Read by the phone on its steps (the menu on every entry): built once, run on Core.
+_LIVE = select(_ENROLLMENTS).where(
+    _ENROLLMENTS.c.account_id == bindparam("account_id"), _ENROLLMENTS.c.status.in_(LIVE)
+)
+# A suspension not yet said, marked said in the same statement (none: nothing changes).
+_TAKE_UNTOLD_SUSPENSION = (
+    update(_ENROLLMENTS)
+    .where(
+        _ENROLLMENTS.c.account_id == bindparam("of_account"),  # not a column's name (SET)
+        _ENROLLMENTS.c.status == "suspended",
+        _ENROLLMENTS.c.suspension_told_at.is_(None),
+    )
+    .values(suspension_told_at=bindparam("told_at"))
+    .returning(*_ENROLLMENTS.c)
+)
+
+
+def _view(row: Any) -> EnrollmentView:
+    # A Core row carries the mapped class's attribute names: the one mapping serves both.
+    return enrollment_view(cast(AutopayEnrollment, row))
+
+
 class SqlFlowAutopay:
     """Implements ``ivr.flows.ports.AutopayStore``: what the phone asks of Auto Pay,
-    inside the step's transaction."""
+    inside the step's transaction. The reads of every menu entry are Core statements;
+    enrolling and cancelling go through ``db.autopay`` (the ORM, with the portal's)."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def live(self, account_id: int) -> EnrollmentView | None:
-        return SqlAutopay(self._session).live(account_id)
+        row = self._session.connection().execute(_LIVE, {"account_id": account_id}).one_or_none()
+        return None if row is None else _view(row)
 
     def enroll(
         self,
@@ -104,7 +131,7 @@ class SqlFlowAutopay:
         method = SqlStoredMethods(self._session).get(account_id, method_id)
         if method is None:
             raise LookupError(f"no stored method {method_id} on account {account_id}")
-        return enroll(
+        enrolled = enroll(
             self._session,
             method,
             channel="ivr",
@@ -114,9 +141,11 @@ class SqlFlowAutopay:
             now=now,
             recording_sid=recording_sid,
         )
+        self._session.flush()  # written through the ORM: the Core reads above see it now
+        return enrolled
 
     def cancel(self, account_id: int, *, actor: str, wording: Wording, now: datetime) -> Cancelled:
-        return cancel(
+        cancelled = cancel(
             self._session,
             account_id,
             channel="ivr",
@@ -125,9 +154,14 @@ class SqlFlowAutopay:
             wording=wording,
             now=now,
         )
+        self._session.flush()  # written through the ORM: the Core reads above see it now
+        return cancelled
 
     def take_untold_suspension(self, account_id: int, now: datetime) -> EnrollmentView | None:
-        return SqlAutopay(self._session).take_untold_suspension(account_id, now)
+        row = self._session.connection().execute(
+            _TAKE_UNTOLD_SUSPENSION, {"of_account": account_id, "told_at": now}
+        ).one_or_none()
+        return None if row is None else _view(row)
 
     def drafted(self, account_id: int, due_date: date) -> bool:
         return SqlAutopay(self._session).draft_for(account_id, due_date) is not None

@@ -2,8 +2,9 @@
 
 It runs on every payment a call starts. Without an index it scans ``payment_attempts``:
 issue 12 measured the menu step's SQL time going from ~7 ms to ~55 ms at 200,000
-attempts. The query checked is the one ``SqlLedger.declines_since`` emits, captured as
-it runs, so a change to the query that the index no longer serves fails here.
+attempts. The query checked is the one ``SqlLedger.declines`` emits (both counts of the
+cap in one read), captured as it runs, so a change to the query that the index no
+longer serves fails here.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ def _declines_query(engine: Engine) -> tuple[str, Any]:
     event.listen(engine, "before_cursor_execute", capture)
     try:
         with session_factory(engine)() as session:
-            count = SqlLedger(session).declines_since(
-                datetime.now(UTC) - timedelta(hours=24), caller="+12025550123"
+            count = SqlLedger(session).declines(
+                datetime.now(UTC) - timedelta(hours=24), account_id=None, caller="+12025550123"
             )
     finally:
         event.remove(engine, "before_cursor_execute", capture)
-    assert count == 0
+    assert (count.account, count.caller) == (0, 0)
     assert len(seen) == 1
     return seen[0]
 

@@ -1,9 +1,11 @@
 """The confirm step: one charge per confirmation, whatever Twilio or the network repeats.
 
 1. The attempt row (unique per call and confirm screen) is written and COMMITTED before
-   the processor is called; its id is the processor's idempotency key.
+   the processor is called; its id is the processor's idempotency key. A replay's
+   insert meets the unique key and writes nothing (one statement either way).
 2. The call and the account are locked again (charges for one account are serialized);
-   a request that finds the call moved on (a replay) answers where the call is.
+   a request that finds the call moved on (a replay) answers where the call is. Under
+   the lock the attempt is read once: only that read says whether it is still pending.
 3. An attempt found pending from an earlier request (a crash, a Twilio retry) is first
    looked up at the processor, and only charged with the SAME key if not found there.
 4. An unknown outcome is looked up once more; if still unknown it is recorded as such,
@@ -19,6 +21,8 @@ from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase
 from ivr.flows.payment import MENU, to_methods
 from ivr.flows.ports import MAX_STORED_METHODS, AttemptView, MethodNotStored, MethodRef
+from ivr.flows.wallet import account_id, forget_wallet, wallet
+from payments.charge_outcomes import Declined, NotCharged, Outcome, Unknown
 from payments.deadline import processor_deadline
 from payments.gateway import (
     ActionRequired,
@@ -41,25 +45,6 @@ CONFIRM_PROCESSOR_SECONDS = 10.0
 LOOKUP_RESERVE_SECONDS = 3.0
 
 
-@dataclass(frozen=True)
-class Declined:
-    code: str
-
-
-@dataclass(frozen=True)
-class NotCharged:
-    """The processor surely did not take the money (never reached, or refused our call)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unknown:
-    reason: str
-    processor_id: str | None = None
-
-
-Outcome = ChargeResult | Declined | NotCharged | Unknown
 
 
 def _confirm_payment(ctx: Ctx, _digits: str) -> Go:
@@ -74,32 +59,36 @@ def charge_confirmed(ctx: Ctx) -> Go:
         return Go(MENU, notice=Phrase("payments_unavailable"))
     call = ctx.call
     data = call.data
-    account = ctx.account()
+    ledger = ctx.uow.ledger
+    selected = account_id(ctx)
     method = MethodRef(data["method"]["processor_id"], data["method"]["brand"], data["method"]["last4"])
     attempt_no = int(data["confirm_no"])
-    earlier = ctx.uow.ledger.attempt(call.call_sid, attempt_no)
-    if earlier is None:
-        ctx.uow.ledger.open_attempt(
-            call_sid=call.call_sid,
-            attempt_no=attempt_no,
-            account_id=account.id,
-            amount_cents=int(data["amount_cents"]),
-            method=method,
-            caller=ctx.caller,
-            now=ctx.clock.now(),
-        )
+    opened = ledger.try_open_attempt(
+        call_sid=call.call_sid,
+        attempt_no=attempt_no,
+        account_id=selected,
+        amount_cents=int(data["amount_cents"]),
+        method=method,
+        caller=ctx.caller,
+        now=ctx.clock.now(),
+    )
+    if opened is not None:
         ctx.event("payment_attempt_opened", attempt_no=attempt_no, amount_cents=int(data["amount_cents"]))
         ctx.checkpoint()  # durable before the processor hears of it; may raise CallMoved
-    ctx.uow.ledger.lock_account(account.id)
-    attempt = ctx.uow.ledger.attempt(call.call_sid, attempt_no)
+    # Under the lock, the attempt's one read: a request that found it pending (a replay,
+    # a retry after a crash) may have charged and settled it since it was written.
+    ledger.lock_account(selected)
+    attempt = ledger.attempt(call.call_sid, attempt_no)
     if attempt is None:
         raise RuntimeError("the payment attempt vanished")
     if attempt.status != "pending":
         return _after(ctx, attempt, _settled_outcome(attempt))
+    # Read again under the lock: a payment taken meanwhile (the portal, another call)
+    # changed the balance, and "the full balance" must not charge the old one.
     if data.get("pay_full") and ctx.refresh_account().balance_cents != attempt.amount_cents:
         return _after(ctx, attempt, NotCharged("balance_changed"))
     with processor_deadline(CONFIRM_PROCESSOR_SECONDS):
-        outcome = _charge(ctx, gateway, attempt, resumed=earlier is not None)
+        outcome = _charge(ctx, gateway, attempt, resumed=opened is None)
     return _after(ctx, attempt, outcome)
 
 
@@ -108,6 +97,7 @@ class _Plan:
     """With which processor customer the charge is made, and whether the processor is to
     save the method on it (https://docs.stripe.com/payments/save-during-payment)."""
 
+    account_id: int
     customer_id: str | None
     save: bool = False
     mandate_id: str | None = None  # a stored bank account's debit authorization
@@ -118,7 +108,7 @@ def _charge(ctx: Ctx, gateway: PaymentGateway, attempt: AttemptView, *, resumed:
     less the time kept for the lookup after an unknown outcome."""
     reserve = min(LOOKUP_RESERVE_SECONDS, CONFIRM_PROCESSOR_SECONDS / 3)
     with processor_deadline(CONFIRM_PROCESSOR_SECONDS - reserve):
-        plan = _plan(ctx, gateway)
+        plan = _plan(ctx, gateway, attempt.account_id)
         if resumed:
             found = _look_up(gateway, attempt, plan.customer_id)
             if not isinstance(found, Unknown) or found.reason != "not_found":
@@ -176,7 +166,7 @@ def _not_found(outcome: Outcome) -> bool:
     return isinstance(outcome, Unknown) and outcome.reason == "not_found"
 
 
-def _plan(ctx: Ctx, gateway: PaymentGateway) -> _Plan:
+def _plan(ctx: Ctx, gateway: PaymentGateway, account: int) -> _Plan:
     """The customer to charge with, and whether to save the method on it.
 
     - A stored method: the account's customer.
@@ -187,39 +177,45 @@ def _plan(ctx: Ctx, gateway: PaymentGateway) -> _Plan:
     - A new card to save: the account's customer, made first if there is none. When
       making it fails the payment goes on unsaved (issue 8, item 14).
     - A new card not to save: no customer.
+
+    The methods and the customer come from the request's one read (``wallet``), which
+    the one-press `1` made already in the first transaction: a customer once recorded
+    stays, and a stored method's mandate is never rewritten.
     """
     method = ctx.call.data["method"]
     methods = ctx.uow.methods
-    account = ctx.account()
     if method.get("stored"):
-        on_file = [m for m in methods.for_account(account.id) if m.processor_id == method["processor_id"]]
-        mandate = on_file[0].mandate_id if on_file else None
-        return _Plan(methods.customer_id(account.id), mandate_id=mandate)
+        on_file = wallet(ctx)
+        chosen = [m for m in on_file.methods if m.processor_id == method["processor_id"]]
+        mandate = chosen[0].mandate_id if chosen else None
+        return _Plan(account, on_file.customer_id, mandate_id=mandate)
     wanted = bool(ctx.call.data.get("save_card"))
-    if wanted and len(methods.for_account(account.id)) >= MAX_STORED_METHODS:
-        ctx.event("method_not_saved", success=False, reason="TooManyMethods")
-        wanted = False
     profile = method.get("profile_id")
+    if not wanted and isinstance(profile, str):
+        return _Plan(account, profile)
+    if not wanted:
+        return _Plan(account, None)
+    on_file = wallet(ctx)
+    if len(on_file.methods) >= MAX_STORED_METHODS:
+        ctx.event("method_not_saved", success=False, reason="TooManyMethods")
+        return _Plan(account, profile if isinstance(profile, str) else None)
     if isinstance(profile, str):
-        if not wanted:
-            return _Plan(profile)
-        recorded = methods.customer_id(account.id) or methods.set_customer_id(account.id, profile)
+        recorded = on_file.customer_id or methods.set_customer_id(account, profile)
+        forget_wallet(ctx)
         if recorded != profile:
             ctx.event("method_not_saved", success=False, reason="card_on_another_customer")
-        return _Plan(profile, save=recorded == profile)
-    if not wanted:
-        return _Plan(None)
-    customer_id = methods.customer_id(account.id)
+        return _Plan(account, profile, save=recorded == profile)
+    customer_id = on_file.customer_id
     if customer_id is None:
+        number = ctx.account().number
         try:
-            created = gateway.create_customer(
-                account.number, idempotency_key=customer_idempotency_key(account.number)
-            )
+            created = gateway.create_customer(number, idempotency_key=customer_idempotency_key(number))
         except (ProcessorUnavailable, OutcomeUnknown, ProcessorRejected) as exc:
             ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
-            return _Plan(None)
-        customer_id = methods.set_customer_id(account.id, created)
-    return _Plan(customer_id, save=True)
+            return _Plan(account, None)
+        customer_id = methods.set_customer_id(account, created)
+        forget_wallet(ctx)
+    return _Plan(account, customer_id, save=True)
 
 
 def _kept(ctx: Ctx, gateway: PaymentGateway, plan: _Plan, outcome: Outcome) -> Outcome:
@@ -232,8 +228,9 @@ def _kept(ctx: Ctx, gateway: PaymentGateway, plan: _Plan, outcome: Outcome) -> O
         if info is None:
             info = gateway.describe_method(ctx.call.data["method"]["processor_id"])
         ctx.uow.methods.add(
-            ctx.account().id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
+            plan.account_id, info, created_via="ivr", now=ctx.clock.now(), limit=MAX_STORED_METHODS
         )
+        forget_wallet(ctx)
     except (MethodNotStored, PaymentError) as exc:  # the payment stands either way
         ctx.event("method_not_saved", success=False, reason=type(exc).__name__)
     else:

@@ -149,6 +149,7 @@ class Ctx:
     payload: Mapping[str, str] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _account: AccountSummary | None = field(default=None, repr=False)
+    memo: dict[str, object] = field(default_factory=dict, repr=False)  # per request (ivr.flows.wallet)
 
     @property
     def lang(self) -> str:

@@ -30,6 +30,7 @@ from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, Go, Phrase
 from ivr.flows.ports import MAX_STORED_METHODS, MethodOnFile
 from ivr.flows.speech import say_amount, say_digits, say_method
+from ivr.flows.wallet import wallet
 
 MENU = "account_menu"
 
@@ -58,17 +59,17 @@ def chargeable(method: MethodOnFile, today: date) -> bool:
 
 def offer_with(ctx: Ctx, method: MethodOnFile | None) -> Offer | None:
     """The full balance with ``method`` (one of the account's, as the store reads it
-    now), or None when one press could not pay it as said."""
-    if method is None or ctx.gateway is None or payment.declines_capped(ctx):
+    now), or None when one press could not pay it as said. The decline cap, the one
+    question that costs a read of its own, is asked last."""
+    if method is None or ctx.gateway is None:
         return None
-    account = ctx.account()
-    balance = account.balance_cents
+    balance = ctx.account().balance_cents
     if balance <= 0 or payment.amount_limits(ctx, balance) is not None:
         return None
-    if ctx.uow.methods.customer_id(account.id) is None:
+    if wallet(ctx).customer_id is None:
         return None
     today = ctx.clock.now().astimezone(ctx.config.timezone).date()
-    if not chargeable(method, today):
+    if not chargeable(method, today) or payment.declines_capped(ctx):
         return None
     return Offer(balance, method.processor_id, method.kind, method.brand, method.last4)
 
@@ -76,11 +77,11 @@ def offer_with(ctx: Ctx, method: MethodOnFile | None) -> Offer | None:
 def one_press_offer(ctx: Ctx) -> Offer | None:
     """The full balance with the method this account paid with last (else the one
     stored last), or None when one press could not pay it as said."""
-    account = ctx.account()
-    methods = list(ctx.uow.methods.for_account(account.id)[:MAX_STORED_METHODS])
+    on_file = wallet(ctx)
+    methods = list(on_file.methods[:MAX_STORED_METHODS])
     if not methods:
         return None
-    last_used = ctx.uow.ledger.last_paid_method(account.id)
+    last_used = on_file.last_paid
     return offer_with(ctx, next((m for m in methods if m.processor_id == last_used), methods[-1]))
 
 
@@ -129,8 +130,7 @@ def charge_offer(ctx: Ctx) -> Go:
     refused = payment.payments_refused(ctx)
     if refused is not None:
         return refused
-    on_file = ctx.uow.methods.for_account(ctx.account().id)
-    if not any(method.processor_id == offer["processor_id"] for method in on_file):
+    if not any(method.processor_id == offer["processor_id"] for method in wallet(ctx).methods):
         ctx.event("payment_refused", success=False, reason="method_removed")
         return Go(MENU, notice=Phrase("method_gone"))
     if data.get("one_press_step") != ctx.call.step:

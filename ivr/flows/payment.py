@@ -18,6 +18,7 @@ from ivr.flows.context import Ctx
 from ivr.flows.machine import Action, CardPrompt, Go, Phrase, speaks
 from ivr.flows.ports import MAX_STORED_METHODS
 from ivr.flows.speech import say_amount, say_date, say_digits, say_method
+from ivr.flows.wallet import account_id, wallet
 
 PM_ID = re.compile(r"pm_[A-Za-z0-9_]{1,60}")
 CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9_]{1,60}")
@@ -36,14 +37,14 @@ def payments_refused(ctx: Ctx) -> Go | None:
 
 
 def declines_capped(ctx: Ctx) -> bool:
+    """The day's declines on the account, or from the caller's number, reached their cap
+    (both counted in one read; a withheld number counts nothing)."""
     since = ctx.clock.now() - timedelta(hours=24)
-    ledger = ctx.uow.ledger
-    if ledger.declines_since(since, account_id=ctx.account().id) >= ctx.config.declines_per_account_day:
-        return True
     caller = ctx.caller
-    return caller is not None and (
-        ledger.declines_since(since, caller=caller) >= ctx.config.declines_per_caller_day
-    )
+    declines = ctx.uow.ledger.declines(since, account_id=account_id(ctx), caller=caller)
+    if declines.account >= ctx.config.declines_per_account_day:
+        return True
+    return caller is not None and declines.caller >= ctx.config.declines_per_caller_day
 
 
 def amount_limits(ctx: Ctx, cents: int) -> Phrase | None:
@@ -58,7 +59,7 @@ def amount_limits(ctx: Ctx, cents: int) -> Phrase | None:
 def to_methods(ctx: Ctx) -> Go:
     """The method menu, or straight to a new card when none is stored."""
     ctx.call.data.pop("method", None)
-    if ctx.uow.methods.for_account(ctx.account().id):
+    if wallet(ctx).methods:
         return Go("choose_method")
     return _new_card(ctx)
 
@@ -130,7 +131,7 @@ full_balance_keyed = Action(_full_balance_keyed, ("enter_amount", *METHOD_STATES
 
 @speaks("method_option", "method_new_card")
 def speak_methods(ctx: Ctx) -> list[Phrase]:
-    methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
+    methods = wallet(ctx).methods[:MAX_STORED_METHODS]
     phrases = [
         Phrase("method_option", {
             "method": say_method(method.kind, method.brand, ctx.lang),
@@ -144,7 +145,7 @@ def speak_methods(ctx: Ctx) -> list[Phrase]:
 
 
 def _method_chosen(ctx: Ctx, digits: str) -> Go:
-    methods = ctx.uow.methods.for_account(ctx.account().id)[:MAX_STORED_METHODS]
+    methods = wallet(ctx).methods[:MAX_STORED_METHODS]
     position = int(digits) - 1 if digits.isdigit() else -1
     if not 0 <= position < len(methods):
         return Go("choose_method", notice=Phrase("invalid_entry"), miss=True)
@@ -185,7 +186,7 @@ save_choice = Action(_save_choice, ("card_entry",))
 
 
 def _back_from_card(ctx: Ctx, _digits: str) -> Go:
-    if ctx.uow.methods.for_account(ctx.account().id):
+    if wallet(ctx).methods:
         return Go("choose_method")
     return Go(MENU)
 

@@ -194,10 +194,33 @@ class PaymentView:
     status: str
 
 
+@dataclass(frozen=True)
+class Declines:
+    """Declined attempts in a window: on the account, and from the caller's number."""
+
+    account: int
+    caller: int
+
+
 class Ledger(Protocol):
     def lock_account(self, account_id: int) -> None: ...
 
     def attempt(self, call_sid: str, attempt_no: int) -> AttemptView | None: ...
+
+    def try_open_attempt(
+        self,
+        *,
+        call_sid: str,
+        attempt_no: int,
+        account_id: int,
+        amount_cents: int,
+        method: MethodRef,
+        caller: str | None,
+        now: datetime,
+    ) -> AttemptView | None:
+        """Write a pending attempt; None when ``(call_sid, attempt_no)`` has one already
+        (a replay): nothing is read, and the one there is left as it is."""
+        ...
 
     def open_attempt(
         self,
@@ -227,13 +250,10 @@ class Ledger(Protocol):
 
     def last_payment(self, account_id: int) -> PaymentView | None: ...
 
-    def last_paid_method(self, account_id: int) -> str | None:
-        """The processor id (``pm_...``) of the method the latest payment was taken with."""
+    def declines(self, since: datetime, *, account_id: int | None, caller: str | None) -> Declines:
+        """Both counts of the card-testing cap (SECURITY 15a) in one read; a side given
+        None counts nothing."""
         ...
-
-    def declines_since(
-        self, since: datetime, *, account_id: int | None = None, caller: str | None = None
-    ) -> int: ...
 
 
 # The IVR's method menu offers stored methods on keys 1 to 7 (contract 2.6): an eighth
@@ -271,8 +291,24 @@ class MethodOnFile(Protocol):
     def mandate_id(self) -> str | None: ...
 
 
+@dataclass(frozen=True)
+class Wallet:
+    """What a payment step needs of an account's methods, in one read: the methods (as
+    ``StoredMethods.for_account`` lists them), the processor customer, and the processor
+    id of the method the latest payment was taken with."""
+
+    account_id: int
+    customer_id: str | None
+    methods: Sequence[MethodOnFile]
+    last_paid: str | None = None
+
+
 class StoredMethods(Protocol):
     def for_account(self, account_id: int) -> Sequence[MethodOnFile]: ...
+
+    def wallet(self, account_id: int) -> Wallet:
+        """The account's methods, processor customer and last paid method, one read."""
+        ...
 
     def add(
         self,
