@@ -194,7 +194,7 @@ def _size_name(size: dict[str, Any]) -> str:
 
 
 def _full_size(size: dict[str, Any]) -> bool:
-    return (
+    return bool(
         size["accounts"] >= 1_000_000
         and size["audit_events"] >= history.AUDIT_EVENTS
         and size["payment_attempts"] >= history.PAYMENT_ATTEMPTS
