@@ -143,7 +143,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--max-seconds",
         type=float,
         default=None,
-        help="time limit of the whole run (default 1,200 with --scale, 570 without)",
+        help="time limit of the whole run (default 1,800 with --scale, 570 without)",
     )
     parser.add_argument("--results", type=Path, default=Path("bench-results.json"), help="JSON results file")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -167,7 +167,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                 "--database-url, --lookup-, --small- and --history-database-url must name 4 databases"
             )
     if args.max_seconds is None:
-        args.max_seconds = 1_200 if args.scale else 570
+        args.max_seconds = 1_800 if args.scale else 570
     return args
 
 
