@@ -217,6 +217,8 @@ def _flat_check(passes: list[dict[str, Any]], key: str, what: str, tolerance: fl
     spread = sizes.noise(passes, key)
     if spread is not None:
         measured += f"; 1,000 twice: {spread:.0%} apart"
+        if spread > tolerance:
+            measured += " (more than the tolerance: too noisy to tell, run on a quieter machine)"
     if largest is not None and not full:
         measured += f"; not the full size ({_size_name(largest)})"
     return Check(

@@ -162,6 +162,15 @@ def test_flat_with_size_fails_when_the_largest_grows_past_the_tolerance() -> Non
     assert "20% over" in median.measured
 
 
+def test_flat_with_size_says_when_the_two_small_passes_differ_by_more_than_the_tolerance() -> None:
+    figures = _figures()
+    quiet = _row(figures, "flat with size: median")
+    assert "too noisy" not in quiet.measured  # 10 and 12 ms: 18 % apart, under 25 %
+    figures["scale"]["sizes"][3]["median_ms"] = 20.0  # 10 and 20 ms: 67 % apart
+    noisy = _row(figures, "flat with size: median")
+    assert "1,000 twice: 67% apart (more than the tolerance: too noisy to tell" in noisy.measured
+
+
 def test_flat_with_size_fails_below_the_full_size_even_when_flat() -> None:
     figures = _figures()
     figures["scale"] = _scale(large_cpu=42.0, history_cpu=42.0, history_median=11.0, audit_events=20_000)
