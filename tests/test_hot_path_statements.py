@@ -9,6 +9,7 @@ and the account with its balance is one statement, read at most once per step.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,30 @@ def test_a_repeated_first_webhook_keeps_the_call_where_it_is_and_one_start_in_th
         assert row is not None and (row.state, row.step) == ("pin_entry", 2)
         events = uow.session.scalars(select(AuditEvent.event).where(AuditEvent.call_sid == call.sid)).all()
     assert events.count("call_started") == 1 and events.count("call_capture") == 1
+
+
+def test_two_simultaneous_first_webhooks_start_one_call(app: Flask) -> None:
+    add_members(app, Member("10004821", phones=[CALLER]))
+    call = RawCall(app)
+    barrier = threading.Barrier(2)
+    answers: list[bytes] = []
+
+    def greet() -> None:
+        barrier.wait(timeout=10)
+        answers.append(call.start().data)
+
+    threads = [threading.Thread(target=greet) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(answers) == 2 and answers[0] == answers[1] and b"<Gather" in answers[0]
+    with app.app_context(), current_services().unit_of_work() as uow:
+        rows = uow.session.scalars(select(Call).where(Call.call_sid == call.sid)).all()
+        events = uow.session.scalars(select(AuditEvent.event).where(AuditEvent.call_sid == call.sid)).all()
+    assert len(rows) == 1 and (rows[0].state, rows[0].step) == ("language", 1)
+    assert sorted(events) == ["call_capture", "call_started"]
 
 
 def test_a_status_callback_for_an_ended_call_writes_nothing(app: Flask, statements: Statements) -> None:
