@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import cached_property
 from types import TracebackType
 from typing import Self
 
@@ -20,6 +21,9 @@ class SqlUnitOfWork:
 
     Nothing is written unless ``commit()`` is called. As a context manager it rolls back
     when the block raises, and always closes the session.
+
+    A unit of work is built for every webhook: the repositories a step does not use are
+    never built (each is made on first use).
     """
 
     def __init__(
@@ -32,13 +36,32 @@ class SqlUnitOfWork:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.session = sessions()
-        self.accounts = SqlAccounts(self.session)
-        self.credentials = SqlCredentials(self.session)
-        self.calls = SqlCalls(self.session, clock)
+        self._clock = clock
         self.events = SqlEvents(self.session, process, os_user, host, clock)
-        self.ledger = SqlLedger(self.session)
-        self.methods = SqlStoredMethods(self.session, by_phone=True)  # the IVR's view
-        self.autopay = SqlFlowAutopay(self.session)
+
+    @cached_property
+    def accounts(self) -> SqlAccounts:
+        return SqlAccounts(self.session)
+
+    @cached_property
+    def credentials(self) -> SqlCredentials:
+        return SqlCredentials(self.session)
+
+    @cached_property
+    def calls(self) -> SqlCalls:
+        return SqlCalls(self.session, self._clock)
+
+    @cached_property
+    def ledger(self) -> SqlLedger:
+        return SqlLedger(self.session)
+
+    @cached_property
+    def methods(self) -> SqlStoredMethods:
+        return SqlStoredMethods(self.session, by_phone=True)  # the IVR's view
+
+    @cached_property
+    def autopay(self) -> SqlFlowAutopay:
+        return SqlFlowAutopay(self.session)
 
     def commit(self) -> None:
         """Write the trail events recorded so far (unsealed) and commit everything.

@@ -126,10 +126,8 @@ def voice() -> Response:
             started_at=services.clock.now(),
             data={"caller_e164": normalize_caller_id(caller)},
         )
-        uow.calls.create(record)
-        call = uow.calls.load_for_update(record.call_sid) or record
-        ctx = services.context(call, uow)
-        reply = services.flow_engine.start(ctx)
+        ctx = services.context(record, uow)
+        reply = services.flow_engine.start(ctx)  # stores the call (a replay: loads it)
         uow.calls.save(ctx.call)
         uow.commit()
     return _xml(twiml.render(reply, _style()))

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import session_factory
@@ -125,14 +126,16 @@ def test_account_without_a_credential_row_has_no_pin_and_gets_one_when_counted(
     assert (credential.origin, credential.pin_hash, credential.failure_count) == ("none", None, 0)
     assert credential.ssn_hash == "$argon2id$ssn" and credential.locked is False
 
-    assert credentials.reserve_attempt(account_id, NOW, LIMIT, DAY) is True
+    reserved = credentials.reserve_attempt(account_id, NOW, LIMIT, DAY)
+    assert reserved is not None
+    assert (reserved.origin, reserved.ssn_hash, reserved.failure_count) == ("none", "$argon2id$ssn", 1)
     assert failures(session, account_id) == 1
 
 
 def test_unknown_account_cannot_be_counted_or_given_a_pin(session: Session) -> None:
     credentials = SqlCredentials(session)
 
-    assert credentials.reserve_attempt(999, NOW, LIMIT, DAY) is False
+    assert credentials.reserve_attempt(999, NOW, LIMIT, DAY) is None
     with pytest.raises(AccountNotFound):
         credentials.get(999)
     with pytest.raises(AccountNotFound):
@@ -147,7 +150,7 @@ def test_reservations_stop_at_the_limit_within_the_window(session: Session) -> N
     credentials = SqlCredentials(session)
 
     granted = [
-        credentials.reserve_attempt(account_id, NOW + timedelta(minutes=i), LIMIT, DAY)
+        credentials.reserve_attempt(account_id, NOW + timedelta(minutes=i), LIMIT, DAY) is not None
         for i in range(LIMIT + 2)
     ]
 
@@ -169,6 +172,32 @@ def test_an_expired_window_starts_again_at_one(session: Session) -> None:
         select(PinCredential.window_started_at).where(PinCredential.account_id == account_id)
     )
     assert window == NOW + DAY + timedelta(seconds=1)
+
+
+def test_a_reservation_returns_the_credential_it_counted_against(session: Session) -> None:
+    account_id = add_account(session, "2008", ssn_hash="$argon2id$ssn")
+    credentials = SqlCredentials(session)
+    credentials.set_pin(account_id, "$argon2id$pin", "legacy", NOW)
+
+    reserved = credentials.reserve_attempt(account_id, NOW, LIMIT, DAY)
+
+    assert reserved == credentials.get(account_id)
+    assert (reserved.pin_hash, reserved.origin) == ("$argon2id$pin", "legacy")
+    assert reserved.ssn_hash == "$argon2id$ssn"
+    assert (reserved.failure_count, reserved.locked, reserved.changed_at) == (1, False, NOW)
+
+
+def test_lock_if_exhausted_says_whether_the_pin_is_locked_now(session: Session) -> None:
+    account_id = add_account(session, "2009")
+    credentials = SqlCredentials(session)
+    assert credentials.lock_if_exhausted(account_id, NOW, 1) is False  # no failure yet
+    credentials.reserve_attempt(account_id, NOW, LIMIT, DAY)
+
+    assert credentials.lock_if_exhausted(account_id, NOW, 1) is True
+    assert credentials.lock_if_exhausted(account_id, NOW + DAY, 1) is True  # still, and as of then
+    assert credentials.lock_if_exhausted(999, NOW, 1) is False
+    locked_at = session.scalar(select(PinCredential.locked_at).where(PinCredential.account_id == account_id))
+    assert locked_at == NOW
 
 
 def test_release_undoes_one_reservation_and_never_goes_below_zero(session: Session) -> None:
@@ -195,11 +224,11 @@ def test_exhausted_account_is_locked_and_refuses_even_after_the_window(session: 
     assert credentials.lock_if_exhausted(account_id, NOW, LIMIT) is True
 
     assert credentials.get(account_id).locked is True
-    assert credentials.reserve_attempt(account_id, NOW + 3 * DAY, LIMIT, DAY) is False
+    assert credentials.reserve_attempt(account_id, NOW + 3 * DAY, LIMIT, DAY) is None
     credentials.unlock(account_id, NOW + 3 * DAY)
     credential = credentials.get(account_id)
     assert (credential.locked, credential.failure_count) == (False, 0)
-    assert credentials.reserve_attempt(account_id, NOW + 3 * DAY, LIMIT, DAY) is True
+    assert credentials.reserve_attempt(account_id, NOW + 3 * DAY, LIMIT, DAY) is not None
 
 
 def test_set_pin_keeps_counters_and_replace_hash_keeps_origin_and_date(session: Session) -> None:
@@ -359,16 +388,16 @@ def call_record(**changes: object) -> CallRecord:
 def test_created_call_loads_back_with_aware_times(session: Session) -> None:
     calls = SqlCalls(session, clock=lambda: NOW)
 
-    created = calls.create(call_record(data={"candidates": [1, 2]}))
+    assert calls.create(call_record(data={"candidates": [1, 2]})) is True
     session.commit()
 
-    loaded = calls.load_for_update(created.call_sid)
+    loaded = calls.load_for_update(call_record().call_sid)
     assert loaded == call_record(data={"candidates": [1, 2]})
     assert loaded is not None and loaded.started_at.tzinfo is not None
     assert calls.load_for_update("CA-unknown") is None
 
 
-def test_replayed_first_webhook_returns_the_stored_call_and_keeps_the_transaction(
+def test_replayed_first_webhook_writes_nothing_and_keeps_the_transaction(
     session: Session,
 ) -> None:
     calls = SqlCalls(session, clock=lambda: NOW)
@@ -377,10 +406,11 @@ def test_replayed_first_webhook_returns_the_stored_call_and_keeps_the_transactio
     session.commit()
 
     SqlEvents(session, "test").record("call_replayed", call_sid="CA" + "0" * 32)
-    replay = calls.create(call_record(state="language"))
+    assert calls.create(call_record(state="language")) is False
+    replay = calls.load_for_update(call_record().call_sid)
     session.commit()
 
-    assert (replay.state, replay.account_id) == ("pin", account_id)
+    assert replay is not None and (replay.state, replay.account_id) == ("pin", account_id)
     assert session.scalar(select(func.count()).select_from(Call)) == 1
     assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
 
@@ -390,7 +420,8 @@ def test_save_writes_back_every_field(session: Session) -> None:
     clock = [NOW]
     calls = SqlCalls(session, clock=lambda: clock[0])
     account_id = add_account(session, "4002")
-    record = calls.create(call_record())
+    record = call_record()
+    calls.create(record)
     clock[0] = later
 
     record.state, record.step, record.language = "goodbye", 7, "es"
@@ -405,6 +436,67 @@ def test_save_writes_back_every_field(session: Session) -> None:
     assert updated_at == later
     with pytest.raises(CallNotFound):
         calls.save(call_record(call_sid="CA-unknown"))
+
+
+@pytest.fixture
+def seen(engine: Engine) -> Iterator[list[str]]:
+    """The verbs of the statements run from now on (reads and writes; not BEGIN/COMMIT)."""
+    verbs: list[str] = []
+
+    def saw(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        verb = statement.split()[0].upper()
+        if verb in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            verbs.append(verb)
+
+    sa_event.listen(engine, "before_cursor_execute", saw)
+    yield verbs
+    sa_event.remove(engine, "before_cursor_execute", saw)
+
+
+def test_save_writes_only_a_call_that_changed(session: Session, seen: list[str]) -> None:
+    clock = [NOW]
+    calls = SqlCalls(session, clock=lambda: clock[0])
+    record = call_record()
+    calls.create(record)
+    session.commit()
+    seen.clear()
+
+    loaded = calls.load_for_update(record.call_sid)
+    assert loaded is not None
+    calls.save(loaded)  # as loaded: nothing to write
+    assert seen == ["SELECT"]
+
+    loaded.data["misses"] = 1  # a change in place, inside ``data``
+    clock[0] = NOW + timedelta(minutes=1)
+    calls.save(loaded)
+    calls.save(loaded)  # written already in this transaction
+    assert seen == ["SELECT", "UPDATE"]
+    session.rollback()
+
+    again = calls.load_for_update(record.call_sid)
+    assert again is not None and again.data == {}  # the rollback undid the change
+    again.data["misses"] = 1
+    calls.save(again)
+    session.commit()
+    stored = session.scalar(select(Call.data).where(Call.call_sid == record.call_sid))
+    assert stored == {"misses": 1}
+
+
+def test_a_save_after_a_rollback_is_written(session: Session) -> None:
+    calls = SqlCalls(session, clock=lambda: NOW)
+    record = call_record()
+    calls.create(record)
+    session.commit()
+    loaded = calls.load_for_update(record.call_sid)
+    assert loaded is not None
+    loaded.state = "pin_entry"
+    calls.save(loaded)
+    session.rollback()
+
+    calls.save(loaded)  # the row no longer holds what was written before the rollback
+    session.commit()
+
+    assert session.scalar(select(Call.state).where(Call.call_sid == record.call_sid)) == "pin_entry"
 
 
 # --- events and the unit of work -------------------------------------------------------

@@ -162,7 +162,8 @@ class Ctx:
         return str(value) if value else None
 
     def account(self) -> AccountSummary:
-        """The account this call is about (identified, not necessarily verified)."""
+        """The account this call is about (identified, not necessarily verified), read
+        at most once per step: ``refresh_account`` reads it again."""
         if self.call.account_id is None:
             raise LookupError("no account is selected on this call")
         if self._account is None or self._account.id != self.call.account_id:
@@ -184,6 +185,10 @@ class Ctx:
             raise CallMoved(current)
         self.call = current
         self._account = None
+
+    def remember_account(self, account: AccountSummary) -> None:
+        """An account this step has just read (by its number): ``account()`` needs no read."""
+        self._account = account
 
     def refresh_account(self) -> AccountSummary:
         """The account read again (its balance may have changed under a lock)."""

@@ -23,6 +23,7 @@ The caller hears the same words for every failure; only the trail tells them apa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import structlog
 
 from ivr.flows.context import Ctx
+from ivr.flows.ports import PinOrigin
 
 Secret = Literal["pin", "ssn"]
 
@@ -48,8 +50,20 @@ class Check(Enum):
     THROTTLED = "throttled"  # this caller number has used its hourly budget
 
 
-def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
-    """Verify ``entry`` against the call's account; record the attempt in the trail."""
+@dataclass(frozen=True)
+class Checked:
+    """How a check went, and the origin of the PIN on file (``none`` before the verify)."""
+
+    check: Check
+    origin: PinOrigin = "none"
+
+
+def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Checked:
+    """Verify ``entry`` against the call's account; record the attempt in the trail.
+
+    The account's try is reserved and its credential read in one statement
+    (``Credentials.reserve_attempt``): the hash verified is the one the reservation saw.
+    """
     creds = ctx.uow.credentials
     config = ctx.config
     now = ctx.clock.now()
@@ -62,19 +76,20 @@ def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
     if not creds.reserve_caller_attempt(throttle_key, now, throttle_limit, HOUR):
         ctx.hasher.dummy_verify()
         _rejected(ctx, kind, entry, "caller_throttled")
-        return Check.THROTTLED
+        return Checked(Check.THROTTLED)
     if account_id is None:
         ctx.hasher.dummy_verify()
         _rejected(ctx, kind, entry, "unknown_account")
-        return Check.WRONG
-    stored = _stored(ctx, kind, account_id)
-    if not creds.reserve_attempt(
+        return Checked(Check.WRONG)
+    credential = creds.reserve_attempt(
         account_id, now, config.pin_failures_per_account, config.pin_failure_window
-    ):
+    )
+    if credential is None:
         ctx.hasher.dummy_verify()
         creds.lock_if_exhausted(account_id, now, config.pin_failures_per_account)
         _rejected(ctx, kind, entry, "locked")
-        return Check.LOCKED
+        return Checked(Check.LOCKED)
+    stored = credential.pin_hash if kind == "pin" else credential.ssn_hash
     if stored is not None and ctx.hasher.verify(stored, entry):
         creds.release_attempt(account_id)
         creds.release_caller_attempt(throttle_key)
@@ -82,14 +97,14 @@ def check_secret(ctx: Ctx, kind: Secret, entry: str) -> Check:
             creds.replace_hash(account_id, ctx.hasher.hash(entry))
             ctx.event("pin_rehashed")
         ctx.event(f"{kind}_verified", entry_length=len(entry))
-        return Check.OK
+        return Checked(Check.OK, credential.origin)
     if stored is None:
         ctx.hasher.dummy_verify()
     _rejected(ctx, kind, entry, "mismatch")
     if creds.lock_if_exhausted(account_id, now, config.pin_failures_per_account):
         ctx.event("pin_locked", success=False, failures=config.pin_failures_per_account)
-        return Check.LOCKED
-    return Check.WRONG
+        return Checked(Check.LOCKED)
+    return Checked(Check.WRONG)
 
 
 def _rejected(ctx: Ctx, kind: Secret, entry: str, reason: str) -> None:
@@ -108,7 +123,3 @@ def _rejected(ctx: Ctx, kind: Secret, entry: str, reason: str) -> None:
         ctx.event("pin_failure_alarm", success=False, failures=count, limit=limit, window_minutes=60)
     ctx.event(f"{kind}_rejected", success=False, **detail)
 
-
-def _stored(ctx: Ctx, kind: Secret, account_id: int) -> str | None:
-    credential = ctx.uow.credentials.get(account_id)
-    return credential.pin_hash if kind == "pin" else credential.ssn_hash

@@ -57,15 +57,24 @@ class FlowEngine:
         self.catalog = catalog
 
     def start(self, ctx: Ctx) -> Reply:
-        """The first webhook of a call: enter the start state (a replay re-says it)."""
+        """The first webhook of a call: ``ctx.call`` is the call as announced, not yet
+        stored. It enters the start state and is stored so, in one insert. A replayed
+        first webhook (the call exists) keeps nothing of this request (its reads and
+        trail events are rolled back) and hears the stored call's prompt again."""
         call = ctx.call
-        if call.step == 0 and call.status == "active":
-            call.state = self.flow.start
-            call.step = 1
-            ctx.event("call_started", to_number=call.to_number)
-            if self.flow.on_call is not None:
-                self.flow.on_call(ctx)
-            call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
+        call.state = self.flow.start
+        call.step = 1
+        ctx.event("call_started", to_number=call.to_number)
+        if self.flow.on_call is not None:
+            self.flow.on_call(ctx)
+        call.data["notice"] = {"key": "welcome", "args": {"utility": ctx.config.utility_name}}
+        if not ctx.uow.calls.create(call):
+            ctx.uow.rollback()
+            ctx.after_commit.clear()
+            stored = ctx.uow.calls.load_for_update(call.call_sid)
+            if stored is None:  # not insertable, yet not there: a database in trouble
+                raise RuntimeError("the call could be neither stored nor loaded")
+            ctx.call = stored
         return self.render(ctx)
 
     def handle(self, ctx: Ctx, received: Input) -> Reply:

@@ -123,8 +123,12 @@ def select_account(ctx: Ctx, account_id: int | None) -> Go:
         call.data["unknown_account"] = True
         ctx.event("account_identified", known=False)
         return Go("pin_entry")
-    via = "caller_id" if account_id in _captured_ids(ctx) else "keyed"
-    ctx.event("account_identified", known=True, via=via, account_last4=ctx.account().number[-4:])
+    captured = _captured_ids(ctx)
+    if account_id in captured:  # its last four are known since Call Capture
+        via, last4 = "caller_id", str(call.data["captured_last4"][captured.index(account_id)])
+    else:
+        via, last4 = "keyed", ctx.account().number[-4:]
+    ctx.event("account_identified", known=True, via=via, account_last4=last4)
     if ctx.uow.credentials.get(account_id).origin == "none":
         return begin_pin_creation(ctx, first_time=True)
     return Go("pin_entry")
@@ -179,6 +183,8 @@ def _account_entered(ctx: Ctx, digits: str) -> Go:
             return Go("account_not_found", outcome="unidentified")
         return Go("enter_account", notice=Phrase("account_invalid"))
     account = ctx.uow.accounts.by_number(digits)
+    if account is not None:
+        ctx.remember_account(account)
     return select_account(ctx, account.id if account else None)
 
 

@@ -44,12 +44,12 @@ def _pin_entered(ctx: Ctx, digits: str) -> Go:
     _leave_found(ctx)
     if not _is_four_digits(digits):
         return Go("pin_entry", notice=Phrase("pin_format"), miss=True)
-    check = check_secret(ctx, "pin", digits)
-    if check is not Check.OK:
-        return _failed(ctx, check, Go("pin_wrong"))
+    checked = check_secret(ctx, "pin", digits)
+    if checked.check is not Check.OK:
+        return _failed(ctx, checked.check, Go("pin_wrong"))
     call = ctx.call
     call.verified = True
-    if ctx.uow.credentials.get(ctx.account().id).origin == "legacy":
+    if checked.origin == "legacy":
         call.data["may_set_pin"] = True
         return Go("new_pin", notice=Phrase("pin_legacy_choose_new"))
     return Go("account_menu")
@@ -86,7 +86,7 @@ def _ssn_entered(ctx: Ctx, digits: str) -> Go:
     _leave_found(ctx)
     if not _is_four_digits(digits):
         return Go("ssn_entry", notice=Phrase("ssn_format"), miss=True)
-    check = check_secret(ctx, "ssn", digits)
+    check = check_secret(ctx, "ssn", digits).check
     if check is not Check.OK:
         return _failed(ctx, check, Go("ssn_entry", notice=Phrase("ssn_wrong")))
     ctx.call.data["may_set_pin"] = True

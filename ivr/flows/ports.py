@@ -92,8 +92,10 @@ class Credentials(Protocol):
 
     def reserve_attempt(
         self, account_id: int, now: datetime, limit: int, window: timedelta
-    ) -> bool:
-        """Atomically count one failed try in advance; False when locked or exhausted.
+    ) -> Credential | None:
+        """Atomically count one failed try in advance; None when locked or exhausted
+        (or no such account), else the credential as it stands with the try counted:
+        what to verify against, with no second read.
 
         The reservation is undone by ``release_attempt`` when the entry turns out right.
         Counting before verifying is what keeps two simultaneous calls from both getting
@@ -141,11 +143,14 @@ class Calls(Protocol):
         """The call, locked for this transaction (one step of a call at a time)."""
         ...
 
-    def create(self, record: CallRecord) -> CallRecord:
-        """Insert a new call; when ``call_sid`` exists already, return the stored one."""
+    def create(self, record: CallRecord) -> bool:
+        """Insert a new call as it stands (locked for this transaction); False, and
+        nothing written, when ``call_sid`` exists already (``load_for_update`` it)."""
         ...
 
-    def save(self, record: CallRecord) -> None: ...
+    def save(self, record: CallRecord) -> None:
+        """Write the call back; nothing when it is as this transaction loaded or wrote it."""
+        ...
 
 
 class Events(Protocol):
