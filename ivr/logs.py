@@ -156,6 +156,35 @@ def _renderer(fmt: str) -> Processor:
 LogFormat = Literal["console", "json"]
 
 
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """``ProcessorFormatter`` that writes our own events without copying their record.
+
+    For a structlog event the base class copies the ``LogRecord`` (so other handlers see
+    it unchanged), runs the processors on a copy of the event with the copied record in
+    it, and hands the line to ``logging.Formatter.format``, which returns it as it is
+    (``%(message)s``; no exception on the record: ``format_exc_info`` put it in the
+    event). The same line comes out of the processors run with the record itself, which
+    they do not change. Other libraries' records go the base class's way.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        logger = getattr(record, "_logger", None)
+        name = getattr(record, "_name", None)
+        if (
+            not isinstance(event, dict)
+            or logger is None
+            or name is None
+            or record.exc_info
+            or record.stack_info
+        ):
+            return super().format(record)
+        line: Any = {**event, "_record": record, "_from_structlog": True}
+        for processor in self.processors:
+            line = processor(self.logger if self.logger is not None else logger, name, line)
+        return str(line)
+
+
 def add_build(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: which build wrote the line (``version``, ``commit``). It runs
     after redaction, which would mask a commit hash's digit runs."""
@@ -207,7 +236,7 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
     # Each line is redacted once: structlog's events above, before they leave structlog;
     # other libraries' records here, at the end of their pre-chain (``redact_secrets``
     # turns an exception into text before it scrubs).
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _Formatter(
         foreign_pre_chain=[*shared, redact_secrets, stamp],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
