@@ -26,7 +26,7 @@ from ivr import metrics, twiml
 log = structlog.get_logger()
 
 # Signed URLs whose two forms are kept (a deployment has a few dozen: three routes, one
-# step number each); past this, a stranger's made-up URLs are parsed each time instead.
+# step number each); past this, URLs are parsed each time.
 _URLS_KEPT = 1024
 
 
@@ -38,7 +38,7 @@ class SignatureChecker:
     gives the same verdict (valid when a signature computed with the library's
     ``compute_signature``, for one of the tokens and one of the two URL forms, equals the
     header), and stops at the first match: the URL as it was given first, the current
-    token first, so a genuine request costs one HMAC. Each URL's two forms are kept.
+    token first, so a genuine request costs one HMAC. A signed URL's two forms are kept.
     """
 
     def __init__(self, auth_tokens: Sequence[str]) -> None:
@@ -47,24 +47,25 @@ class SignatureChecker:
 
     def valid(self, url: str, params: Mapping[str, str], signature: str) -> bool:
         expected = signature.encode()
-        forms = self._url_forms(url)
+        forms = self._forms.get(url)
+        known = forms is not None
+        if forms is None:
+            forms = _url_forms(url)
         for validator in self._validators:
             for form in forms:
                 # Constant time, as the library's ``compare`` means to be.
                 if hmac.compare_digest(validator.compute_signature(form, params).encode(), expected):
+                    if not known and len(self._forms) < _URLS_KEPT:
+                        self._forms[url] = forms  # only signed URLs: a forged flood keeps none
                     return True
         return False
 
-    def _url_forms(self, url: str) -> tuple[str, ...]:
-        """The URL without and with its port (the library's two), the given one first."""
-        forms = self._forms.get(url)
-        if forms is None:
-            parsed = urlparse(url)
-            both = dict.fromkeys((remove_port(parsed), add_port(parsed)))
-            forms = tuple(sorted(both, key=lambda form: form != url))
-            if len(self._forms) < _URLS_KEPT:
-                self._forms[url] = forms
-        return forms
+
+def _url_forms(url: str) -> tuple[str, ...]:
+    """The URL without and with its port (the library's two forms), the given one first."""
+    parsed = urlparse(url)
+    both = dict.fromkeys((remove_port(parsed), add_port(parsed)))
+    return tuple(sorted(both, key=lambda form: form != url))
 
 
 def signed_url(request: Request, public_url: str | None) -> str:
