@@ -48,25 +48,50 @@ _FORMATTER_KEYS = frozenset({"_record", "_from_structlog"})
 _DIGIT_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d){6,}(?![^\W_])")
 # An ISO date (2026-11-30) has eight digits but is not a secret worth losing it for.
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# What every match of ``_DIGIT_RUN`` contains, without its costly look-behind: a text
+# this does not find in cannot hold a run to mask.
+_SEVEN_DIGITS = re.compile(r"\d(?:[ -]?\d){6}")
+_SECRET_KEY = re.compile("|".join(re.escape(part) for part in SECRET_KEY_PARTS))
+_KEY_VERDICTS: dict[str, str | None] = {}
+_KEY_VERDICTS_MAX = 4096
 
+_SHORT_INT = 1_000_000
 _MAX_DEPTH = 16
 _PROCESSORS: list[Processor] = []  # structlog's chain; see configure_logging
 _HANDLER_NAME = "securepay"
 
 
-def _scrub_text(text: str) -> str:
-    def mask(match: re.Match[str]) -> str:
-        run = match.group(0)
-        return run if _ISO_DATE.fullmatch(run) else DIGITS
+def _mask(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return run if _ISO_DATE.fullmatch(run) else DIGITS
 
-    return _DIGIT_RUN.sub(mask, text)
+
+def _scrub_text(text: str) -> str:
+    # Most values hold no seven digits in a row at all (state and event names, short
+    # numbers): one quick scan says so; only the others pay for the full pattern.
+    if _SEVEN_DIGITS.search(text) is None:
+        return text
+    return _DIGIT_RUN.sub(_mask, text)
+
+
+def _key_verdict(key: str) -> str | None:
+    """None for a secret-named key, else the key as it is written out (scrubbed).
+
+    Keys are few (the names our code and logging use), so each is judged once and the
+    verdict kept; a stranger-chosen flood of keys is judged each time past the bound.
+    """
+    try:
+        return _KEY_VERDICTS[key]
+    except KeyError:
+        pass
+    verdict = None if _SECRET_KEY.search(key.lower()) else _scrub_text(key)
+    if len(_KEY_VERDICTS) < _KEY_VERDICTS_MAX:
+        _KEY_VERDICTS[key] = verdict
+    return verdict
 
 
 def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
-    lowered = key.lower()
-    return any(part in lowered for part in SECRET_KEY_PARTS)
+    return isinstance(key, str) and _key_verdict(key) is None
 
 
 def _clean(value: object, depth: int) -> object:
@@ -77,9 +102,12 @@ def _clean(value: object, depth: int) -> object:
         return value
     if isinstance(value, str):
         return _scrub_text(value)
+    if isinstance(value, int) and -_SHORT_INT < value < _SHORT_INT:
+        return value  # six digits at most: nothing to mask
     if isinstance(value, int | float):
         # Numbers are kept as numbers unless their digits would be masked as text.
-        return value if _scrub_text(str(value)) == str(value) else DIGITS
+        text = str(value)
+        return value if _scrub_text(text) == text else DIGITS
     if isinstance(value, Mapping):
         return _clean_mapping(value, depth + 1)
     if isinstance(value, list | tuple | set | frozenset):
@@ -93,12 +121,16 @@ def _clean(value: object, depth: int) -> object:
 def _clean_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
     cleaned: dict[Any, Any] = {}
     for key, value in mapping.items():
-        if _is_secret_key(key):
+        if not isinstance(key, str):
+            cleaned[key] = _clean(value, depth)
+            continue
+        written = _key_verdict(key)
+        if written is None:
             cleaned[key] = REDACTED
         elif key in _UNSCRUBBED_KEYS or key in _FORMATTER_KEYS:
             cleaned[key] = value
         else:
-            cleaned[_scrub_text(key) if isinstance(key, str) else key] = _clean(value, depth)
+            cleaned[written] = _clean(value, depth)
     return cleaned
 
 
@@ -122,6 +154,35 @@ def _renderer(fmt: str) -> Processor:
 
 
 LogFormat = Literal["console", "json"]
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """``ProcessorFormatter`` that writes our own events without copying their record.
+
+    For a structlog event the base class copies the ``LogRecord`` (so other handlers see
+    it unchanged), runs the processors on a copy of the event with the copied record in
+    it, and hands the line to ``logging.Formatter.format``, which returns it as it is
+    (``%(message)s``; no exception on the record: ``format_exc_info`` put it in the
+    event). The same line comes out of the processors run with the record itself, which
+    they do not change. Other libraries' records go the base class's way.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        logger = getattr(record, "_logger", None)
+        name = getattr(record, "_name", None)
+        if (
+            not isinstance(event, dict)
+            or logger is None
+            or name is None
+            or record.exc_info
+            or record.stack_info
+        ):
+            return super().format(record)
+        line: Any = {**event, "_record": record, "_from_structlog": True}
+        for processor in self.processors:
+            line = processor(self.logger if self.logger is not None else logger, name, line)
+        return str(line)
 
 
 def add_build(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -149,8 +210,10 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Stamped after redaction: our own ISO time needs no scrubbing (the digit-run scan
+    # of it was the redaction's dearest step), and it still comes last in the line.
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     # The same list object each time, changed in place: loggers are cached on first use
     # (a module's ``log`` is then built once, not on every call), and a cached logger
     # keeps the list it was built with, so it must stay the configured one.
@@ -161,6 +224,7 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
         # Redact before the event leaves structlog: other handlers on the root
         # logger (an error tracker, pytest's capture) then see only clean events.
         redact_secrets,
+        stamp,
         structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
     ]
     structlog.configure(
@@ -172,8 +236,8 @@ def configure_logging(fmt: LogFormat | str = "console", stream: TextIO | None = 
     # Each line is redacted once: structlog's events above, before they leave structlog;
     # other libraries' records here, at the end of their pre-chain (``redact_secrets``
     # turns an exception into text before it scrubs).
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, redact_secrets],
+    formatter = _Formatter(
+        foreign_pre_chain=[*shared, redact_secrets, stamp],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *([add_build] if fmt == "json" else []),

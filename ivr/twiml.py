@@ -15,19 +15,36 @@ What Twilio's documentation asks of each verb, and where it is done here:
   (https://www.twilio.com/docs/voice/twiml/pay, .../pay/prompt);
 - ``<Dial>`` names an ``action``: when member services is busy or does not answer,
   Twilio asks the step again with ``DialCallStatus`` (https://www.twilio.com/docs/voice/twiml/dial).
+
+A reply is built once per *shape* (the same verbs, attributes, step and languages: all
+but the words said) and kept as a template with a marker where each text goes; each
+later reply of that shape is the template with its own texts, escaped as ElementTree
+escapes them (``&``, ``<``, ``>``), filled in. The bytes are those the library would
+write for that reply (tests/test_twiml_templates.py renders both ways and compares).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 from twilio.twiml.voice_response import Gather, Pay, Prompt, VoiceResponse
 
-from ivr.flows.reply import Reply, Speech
+from ivr.flows import reply as replies
+from ivr.flows.reply import PayPrompt, PayRequest, Reply, Speech
 from ivr.flows.speech import language_tag
 
 STEP_PATH = "/ivr/step"
+# Where text number N goes in a template: private-use characters, which neither the
+# library nor ElementTree escapes, and no step URL or attribute holds.
+_MARK = "\ue000{}\ue001"
+_MARKS = re.compile("\ue000([0-9]+)\ue001")
+_TEMPLATES_KEPT = 1024  # shapes per style: states times step numbers seen; then start over
+
+# A template: the fixed fragments, and between each two the number of the text that goes there.
+Template = tuple[tuple[str, ...], tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Style:
     base_url: str
     voices: Mapping[str, str] = field(default_factory=dict)  # "en"/"es" -> Twilio voice
     pay_languages: Mapping[str, str] = field(default_factory=lambda: {"en": "en-US", "es": "es-MX"})
+    templates: dict[Reply, Template] = field(default_factory=dict, compare=False, repr=False)
 
     def step_url(self, step: int) -> str:
         """Where the next request of the call goes; only the step number, never a secret."""
@@ -49,6 +67,85 @@ class Style:
 
 
 def render(reply: Reply, style: Style) -> str:
+    """The TwiML of ``reply``: its shape's template (built on first use) with its texts."""
+    texts: list[str] = []
+    shape = _shape(reply, texts)
+    template = style.templates.get(shape)
+    if template is None:
+        template = _template(build(shape, style))
+        if len(style.templates) >= _TEMPLATES_KEPT:
+            style.templates.clear()
+        style.templates[shape] = template
+    fragments, slots = template
+    parts = [fragments[0]]
+    for slot, fragment in zip(slots, fragments[1:], strict=True):
+        parts.append(_escape_text(texts[slot]))
+        parts.append(fragment)
+    return "".join(parts)
+
+
+def _shape(reply: Reply, texts: list[str]) -> Reply:
+    """``reply`` with each text said replaced by its marker; the texts go to ``texts``.
+
+    An empty text stays empty: the library writes ``<Say ... />`` for it, not a pair of
+    tags around nothing. Every field of the reply's parts is carried over (built field
+    by field: ``dataclasses.replace`` would cost more than the rest of ``render``;
+    tests/test_twiml_templates.py fails when a part gains a field not carried here).
+    """
+
+    def mark(speech: Speech) -> Speech:
+        if not speech.text:
+            return speech
+        texts.append(speech.text)
+        return Speech(_MARK.format(len(texts) - 1), speech.language)
+
+    gather, pay = reply.gather, reply.pay
+    return Reply(
+        step=reply.step,
+        speech=tuple(mark(speech) for speech in reply.speech),
+        gather=None
+        if gather is None
+        else replies.Gather(
+            speech=tuple(mark(speech) for speech in gather.speech),
+            num_digits=gather.num_digits,
+            finish_on_key=gather.finish_on_key,
+            timeout_seconds=gather.timeout_seconds,
+            empty_result=gather.empty_result,
+        ),
+        pay=None
+        if pay is None
+        else PayRequest(
+            connector=pay.connector,
+            max_attempts=pay.max_attempts,
+            timeout_seconds=pay.timeout_seconds,
+            language=pay.language,
+            card_types=pay.card_types,
+            prompts=tuple(PayPrompt(p.step, mark(p.speech), p.error_type) for p in pay.prompts),
+        ),
+        record=reply.record,
+        dial=reply.dial,
+        hangup=reply.hangup,
+    )
+
+
+def _template(xml: str) -> Template:
+    pieces = _MARKS.split(xml)
+    return tuple(pieces[0::2]), tuple(int(number) for number in pieces[1::2])
+
+
+def _escape_text(text: str) -> str:
+    """As ElementTree escapes an element's text."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def build(reply: Reply, style: Style) -> str:
+    """``reply`` as TwiML, built by the twilio library (what ``render`` keeps as templates)."""
     response = VoiceResponse()
     for speech in reply.speech:
         style.say(response, speech)
@@ -122,5 +219,6 @@ def apology(text: str, language: str = "en", style: Style | None = None) -> str:
     return str(response)
 
 
+@cache
 def empty() -> str:
     return str(VoiceResponse())

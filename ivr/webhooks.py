@@ -44,13 +44,11 @@ def _xml(body: str, status: int = 200) -> Response:
 
 @bp.before_request
 def _verify_twilio() -> Response | None:
-    settings = current_services().settings
-    token = settings.twilio_auth_token
-    if token is None:  # only in a CLI-built app: the webhooks are off without a token
+    services = current_services()
+    checker = services.signature_checker()
+    if checker is None:  # only in a CLI-built app: the webhooks are off without a token
         return _xml(twiml.empty(), 403)
-    previous = settings.twilio_auth_token_previous
-    tokens = [token.reveal(), *([previous.reveal()] if previous is not None else [])]
-    refused = check_signature(request, tokens, settings.public_url)
+    refused = check_signature(request, checker, services.settings.public_url)
     if refused is not None:
         return refused
     sid = request.form.get("CallSid", "")
@@ -68,13 +66,8 @@ def _unbind(_exc: BaseException | None) -> None:
 
 def _style() -> twiml.Style:
     """This deployment's TwiML: URLs on the public URL (else the request's own), voices."""
-    settings = current_services().settings
-    voices = {lang: voice for lang, voice in (("en", settings.voice_en), ("es", settings.voice_es)) if voice}
-    return twiml.Style(
-        base_url=settings.public_url or request.url_root.rstrip("/"),
-        voices=voices,
-        pay_languages={"en": "en-US", "es": settings.pay_language_es},
-    )
+    services = current_services()
+    return services.twiml_style(services.settings.public_url or request.url_root.rstrip("/"))
 
 
 def _apology() -> str:

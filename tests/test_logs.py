@@ -174,8 +174,18 @@ def test_ordinary_fields_survive_redaction(output: Output) -> None:
         state="confirm",
     )
     text = output.text
-    for kept in (CALL_SID, "req-7f3a", "123.45", "12345", "account ****4821", "482 193",
-                 "2026-11-30", "pi_3PqR5x2eZvKYlo2C1a2b3c4d", "payment_succeeded", "confirm"):
+    for kept in (
+        CALL_SID,
+        "req-7f3a",
+        "123.45",
+        "12345",
+        "account ****4821",
+        "482 193",
+        "2026-11-30",
+        "pi_3PqR5x2eZvKYlo2C1a2b3c4d",
+        "payment_succeeded",
+        "confirm",
+    ):
         assert kept in text
 
 
@@ -242,9 +252,7 @@ def test_redact_secrets_keeps_short_numbers_as_numbers() -> None:
         "info",
         {"event": "x", "amount_cents": 500000, "attempts": 2, "ratio": 0.5, "big": 12345678},
     )
-    assert event == {
-        "event": "x", "amount_cents": 500000, "attempts": 2, "ratio": 0.5, "big": "[digits]"
-    }
+    assert event == {"event": "x", "amount_cents": 500000, "attempts": 2, "ratio": 0.5, "big": "[digits]"}
 
 
 def test_twilio_and_stripe_ids_with_digits_inside_are_left_whole() -> None:
@@ -288,3 +296,44 @@ def test_a_modules_logger_is_built_once_and_follows_every_later_configuration() 
     after = json.loads(second.getvalue().splitlines()[0])
     assert after["event"] == "after" and after["pin"] == "[redacted]"
     assert [entry["event"] for entry in captured] == ["captured"]
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+@pytest.mark.usefixtures("restore_logging")
+def test_our_events_are_written_as_structlogs_own_formatter_writes_them(fmt: str) -> None:
+    """Our formatter writes structlog events without copying their record (issue 12): the
+    line is the one structlog's ``ProcessorFormatter`` writes, and the record is unchanged
+    for the handlers after ours."""
+    stream = io.StringIO()
+    configure_logging(fmt, stream)
+    handler = logging.getLogger().handlers[-1]
+    ours = handler.formatter
+    assert isinstance(ours, structlog.stdlib.ProcessorFormatter)
+    theirs = structlog.stdlib.ProcessorFormatter(
+        processors=ours.processors, foreign_pre_chain=ours.foreign_pre_chain
+    )
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keeper = Keep()
+    logging.getLogger().addHandler(keeper)
+    try:
+        bind_call(CALL_SID, "r1")
+        structlog.get_logger("securepay.trail").info("state_entered", to_state="menu", nested={"pin": PIN})
+        try:
+            raise ValueError(f"card {CARDS[0]}")
+        except ValueError:
+            structlog.get_logger().exception("webhook_failed")
+        logging.getLogger("werkzeug").warning("from %s", "elsewhere")
+    finally:
+        logging.getLogger().removeHandler(keeper)
+    assert len(records) == 3
+    for record in records:
+        before = dict(record.__dict__)
+        # A foreign record is stamped as it is formatted: its time is set aside.
+        assert _TIMESTAMP.sub("<ts>", ours.format(record)) == _TIMESTAMP.sub("<ts>", theirs.format(record))
+        assert record.__dict__ == before
+    Output(stream).assert_no_secrets()
