@@ -41,7 +41,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
-from db import audit_sealer
+from db import audit_sealer, step_commit
 from db.ledger import COUNTED_PAYMENT_STATUSES
 from db.models import Account, AuditEvent, Base, Call, CallerThrottle, Payment, Phone, PinCredential
 from db.types import UTCDateTime
@@ -495,15 +495,25 @@ class SqlCalls:
         return True
 
     def save(self, record: CallRecord) -> None:
-        fields = _fields(record)
-        written = _written(fields)
-        held = self._held.get(record.call_sid)
-        if held is not None and held == (self._session.get_transaction(), written):
+        params = self.changes(record)
+        if params is None:
             return
-        params = {"p_call_sid": record.call_sid, "updated_at": self._now(), **fields}
         if not _rowcount(_run(self._session, _SAVE_CALL, params)):
             raise CallNotFound(f"no call {record.call_sid}")
-        self._held[record.call_sid] = (self._session.get_transaction(), written)
+        self.saved(record)
+
+    def changes(self, record: CallRecord) -> dict[str, Any] | None:
+        """The parameters of the ``UPDATE`` that would save ``record`` (``p_call_sid``,
+        ``updated_at`` and every field), or None when the row holds it already."""
+        fields = _fields(record)
+        held = self._held.get(record.call_sid)
+        if held is not None and held == (self._session.get_transaction(), _written(fields)):
+            return None
+        return {"p_call_sid": record.call_sid, "updated_at": self._now(), **fields}
+
+    def saved(self, record: CallRecord) -> None:
+        """``record`` was written (by ``save``, or with the trail in one statement)."""
+        self._held[record.call_sid] = (self._session.get_transaction(), _written(_fields(record)))
 
 
 # --- audit events ---------------------------------------------------------------------
@@ -608,6 +618,21 @@ class SqlEvents:
         else:
             self._written = True
         observe_trail(pending)
+
+    def write_pending_moving(self, call_update: Mapping[str, Any]) -> bool:
+        """PostgreSQL: the call's ``UPDATE`` (``SqlCalls.changes``) and the buffered
+        events' ``INSERT`` in one statement (``db.step_commit``); False, and nothing
+        written, when there is no such call. Without events, nothing is done: True."""
+        pending = self._pending
+        if not pending:
+            return True
+        params = {**call_update, "p_events": step_commit.event_rows(event._asdict() for event in pending)}
+        if not _run(self._session, step_commit.MOVE_AND_RECORD, params).all():
+            return False
+        self._pending = []
+        self._written = True
+        observe_trail(pending)
+        return True
 
     def discard_pending(self) -> None:
         self._pending.clear()

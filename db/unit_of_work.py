@@ -11,8 +11,9 @@ from typing import Self
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.ledger import SqlLedger
-from db.repositories import SqlAccounts, SqlCalls, SqlCredentials, SqlEvents, utcnow
+from db.repositories import CallNotFound, SqlAccounts, SqlCalls, SqlCredentials, SqlEvents, utcnow
 from db.stored_methods import SqlStoredMethods
+from ivr.flows.ports import CallRecord
 from payments.autopay_enrollment import SqlFlowAutopay
 
 
@@ -71,6 +72,23 @@ class SqlUnitOfWork:
         concurrent requests never wait for each other on the trail.
         """
         self.events.write_pending()
+        self.session.commit()
+
+    def commit_step(self, call: CallRecord) -> None:
+        """Save ``call`` and commit, with the trail events recorded so far.
+
+        On PostgreSQL a changed call and its events are one statement
+        (``db.step_commit``): a step that only moves the call is then ``BEGIN``, the
+        locked read, this statement and ``COMMIT``. Elsewhere, ``save`` then ``commit``.
+        """
+        changes = self.calls.changes(call) if self.events.pending else None
+        if changes is None or self.session.get_bind().dialect.name != "postgresql":
+            self.calls.save(call)
+            self.commit()
+            return
+        if not self.events.write_pending_moving(changes):
+            raise CallNotFound(f"no call {call.call_sid}")
+        self.calls.saved(call)
         self.session.commit()
 
     def rollback(self) -> None:

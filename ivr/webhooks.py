@@ -121,8 +121,7 @@ def voice() -> Response:
         )
         ctx = services.context(record, uow)
         reply = services.flow_engine.start(ctx)  # stores the call (a replay: loads it)
-        uow.calls.save(ctx.call)
-        uow.commit()
+        uow.commit_step(ctx.call)
     return _xml(twiml.render(reply, _style()))
 
 
@@ -138,8 +137,7 @@ def step() -> Response:
         step_is(call.state)
         ctx = services.context(call, uow)
         reply = services.flow_engine.handle(ctx, Input(step_number, _digits(), _pay_payload()))
-        uow.calls.save(ctx.call)
-        uow.commit()
+        uow.commit_step(ctx.call)
     _run_after_commit(ctx.after_commit)
     return _xml(twiml.render(reply, _style()))
 
@@ -155,8 +153,7 @@ def status() -> Response:
         if call is not None:
             outcome = "abandoned" if call_status == "completed" else call_status
             services.flow_engine.end(services.context(call, uow), outcome)
-            uow.calls.save(call)
-            uow.commit()
+            uow.commit_step(call)
     return _xml(twiml.empty())
 
 

@@ -176,8 +176,7 @@ class Ctx:
         Used to make a payment attempt durable before the processor is called. Raises
         ``CallMoved`` when another request for this call moved it on in between.
         """
-        self.uow.calls.save(self.call)
-        self.uow.commit()
+        self.uow.commit_step(self.call)
         current = self.uow.calls.load_for_update(self.call.call_sid)
         if current is None or (current.state, current.step, current.status) != (
             self.call.state, self.call.step, self.call.status
