@@ -105,7 +105,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="the scale passes: the same short load at 1,000 accounts, at --lookup-accounts, and there "
-        "with a year of history, twice at 1,000 (default: on; about 6 minutes)",
+        "with a year of history, twice at 1,000 (default: on; about 7 minutes)",
     )
     parser.add_argument(
         "--scale-calls", type=int, default=200, help="measured calls per scale pass (default 200)"
