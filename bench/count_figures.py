@@ -18,6 +18,9 @@ from bench.driver import KINDS
 
 ARGON2_PART = "argon2"
 SECUREPAY = "securepay"
+# The trail sealer's pass after each call (off the request path, on its own thread in a
+# web worker): counted apart, and added to the call's total beside the requests'.
+SEALING = "sealing"
 FLOOR = "floor"
 
 
@@ -94,6 +97,10 @@ def instruction_figures(requests: Sequence[Request]) -> dict[str, Any]:
     per_call = [sum(r.instructions for r in rs) for rs in calls.values()]
     per_call_argon2 = [sum(r.argon2 for r in rs) for rs in calls.values()]
     per_call_outside = [total - a for total, a in zip(per_call, per_call_argon2, strict=True)]
+    sealing = {r.call: r.instructions for r in requests if r.group == SEALING}
+    per_call_sealed = [
+        outside + sealing.get(call, 0) for call, outside in zip(calls, per_call_outside, strict=True)
+    ]
     floor_calls: dict[int, int] = {}
     for r in floor:
         floor_calls[r.call] = floor_calls.get(r.call, 0) + r.instructions
@@ -105,6 +112,8 @@ def instruction_figures(requests: Sequence[Request]) -> dict[str, Any]:
         "per_call": _spread(per_call),
         "per_call_outside_argon2": _spread(per_call_outside),
         "argon2_verify_per_call": _spread(per_call_argon2),
+        "sealing_per_call": _spread(list(sealing.values()) or [0]),
+        "per_call_outside_argon2_with_sealing": _spread(per_call_sealed),
         "per_request_outside_argon2": _spread(our_requests),
         "floor_per_request": _spread(floor_requests),
         "floor_per_call": _spread(list(floor_calls.values())),
@@ -123,8 +132,11 @@ def wire_figures(regions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     keys = ("statements", "commits", "rollbacks", "round_trips", "sql_ms", "wall_ms")
     by_kind: dict[str, list[Mapping[str, Any]]] = {}
     calls: dict[int, dict[str, float]] = {}
+    sealing: list[Mapping[str, Any]] = []
     for region in regions:
         parsed = _parse(region["label"])
+        if parsed is not None and parsed[0] == SEALING:
+            sealing.append(region)
         if parsed is None or parsed[0] != SECUREPAY:
             continue
         _, call, _, kind, _, _ = parsed
@@ -145,7 +157,12 @@ def wire_figures(regions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         f"{key}_mean": round(statistics.fmean(c[key] for c in calls.values()), 2) if calls else 0.0
         for key in keys
     }
-    return {"per_kind": per_kind, "per_call": per_call, "calls": len(calls)}
+    found: dict[str, Any] = {"per_kind": per_kind, "per_call": per_call, "calls": len(calls)}
+    if sealing:
+        found["sealing_per_call"] = {
+            f"{key}_mean": round(statistics.fmean(r[key] for r in sealing), 2) for key in keys
+        }
+    return found
 
 
 def difference(now: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, float]:
@@ -173,12 +190,16 @@ def targets(figures: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> l
     """Issue 12's count targets: instructions against the count before the issue, statements."""
     checks = []
     if baseline is not None and "instructions" in figures:
-        outside = figures["instructions"]["per_call_outside_argon2"]["mean"]
+        # The sealer's pass is the worker's CPU too (its own thread): counted in.
+        instructions = figures["instructions"]
+        sealed_in = instructions.get("per_call_outside_argon2_with_sealing")
+        outside = (sealed_in or instructions["per_call_outside_argon2"])["mean"]
         before = baseline["instructions"]["per_call_outside_argon2"]["mean"]
         share = outside / before
         checks.append(
             Check(
-                f"instructions per call outside the Argon2 verify <= 40 % of before ({before / 1e6:,.1f} M)",
+                f"instructions per call outside the Argon2 verify, sealing in, <= 40 % of before "
+                f"({before / 1e6:,.1f} M)",
                 f"{outside / 1e6:,.1f} M = {share:.0%} of before",
                 share <= 0.40,
             )
@@ -214,6 +235,13 @@ def _wire_lines(wire: Mapping[str, Any]) -> list[str]:
         f"{'per call':<20}{'':>9}{c['statements_mean']:>8g}{c['commits_mean']:>8g}{c['round_trips_mean']:>8g}"
         f"{'':>6}{c['sql_ms_mean']:>9.2f}{c['wall_ms_mean']:>9.2f}"
     )
+    sealed = wire.get("sealing_per_call")
+    if sealed is not None:
+        lines.append(
+            f"{'sealing, per call':<20}{'':>9}{sealed['statements_mean']:>8g}{sealed['commits_mean']:>8g}"
+            f"{sealed['round_trips_mean']:>8g}{'':>6}{sealed['sql_ms_mean']:>9.2f}{sealed['wall_ms_mean']:>9.2f}"
+            "  (the sealer's pass over the call's events, off the request path)"
+        )
     return lines
 
 
@@ -239,6 +267,10 @@ def _instruction_lines(figures: Mapping[str, Any], baseline: Mapping[str, Any] |
         f"max {call['max'] / 1e6:.2f})",
         f"  of which the Argon2 verify:  {_millions(instructions['argon2_verify_per_call']['mean'])} M",
         f"  outside the verify:          {_millions(instructions['per_call_outside_argon2']['mean'])} M",
+        f"the sealer's pass, per call:   {_millions(instructions['sealing_per_call']['mean'])} M  "
+        "(off the request path: its own thread in a web worker)",
+        f"outside the verify, sealing in:"
+        f"{_millions(instructions['per_call_outside_argon2_with_sealing']['mean'])} M",
         f"per request outside the verify: median {request_median / 1e6:.2f} M; floor app per request: "
         f"median {floor_median / 1e6:.3f} M (ratio {instructions.get('median_request_over_floor', 'n/a')})",
     ]
