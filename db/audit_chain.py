@@ -70,8 +70,9 @@ __all__ = [
 GENESIS = "0" * 64
 # The key of the PostgreSQL advisory lock the sealer holds ("SEC0A0D17"); any bigint
 # would do, as long as nothing else in the database uses it. It is the key the code
-# before the sealer took per commit, so during a rolling upgrade the old writers' chaining
-# and the new sealer still exclude each other.
+# before the sealer took per commit, so old chaining and a new sealer exclude each other
+# (yet an old server cannot run beside a new one: its head read would find an unsealed
+# event; upgrade all app servers together).
 LOCK_KEY = 0x5EC0A0D17
 # How long an event may stay unsealed before ``verify`` names it (a sealer seals within
 # moments of a commit; its timer within seconds).

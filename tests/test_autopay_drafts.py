@@ -261,7 +261,9 @@ def test_the_run_leaves_a_trail(app: Flask, stripe_client: stripe.StripeClient) 
     enrolled(app, stripe_client)
     run(app)
     with app.app_context(), current_services().sessions() as session:
-        events = list(session.scalars(select(AuditEvent.event).where(AuditEvent.actor == "autopay")))
+        events = list(session.scalars(
+            select(AuditEvent.event).where(AuditEvent.actor == "autopay").order_by(AuditEvent.id)
+        ))
     assert events == ["autopay_draft_opened", "autopay_draft_succeeded"]
 
 

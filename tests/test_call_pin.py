@@ -38,7 +38,9 @@ def credential(app: Flask, account_id: int) -> PinCredential:
 
 def events(app: Flask, name: str) -> list[AuditEvent]:
     with app.app_context(), current_services().unit_of_work() as uow:
-        rows = list(uow.session.scalars(select(AuditEvent).where(AuditEvent.event == name)))
+        rows = list(uow.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)
+        ))
         uow.session.expunge_all()
         return rows
 

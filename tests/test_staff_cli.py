@@ -24,7 +24,9 @@ def run(app: Flask, *args: str) -> tuple[int, str]:
 
 def staff_events(app: Flask, name: str) -> list[AuditEvent]:
     with app.app_context(), current_services().unit_of_work() as uow:
-        rows = list(uow.session.scalars(select(AuditEvent).where(AuditEvent.event == name)))
+        rows = list(uow.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)
+        ))
         uow.session.expunge_all()
         return rows
 
