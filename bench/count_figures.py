@@ -318,7 +318,8 @@ def render(figures: Mapping[str, Any], checks: Sequence[Check], baseline: Mappin
             f"{history.get('payment_attempts', 0):,} payment attempts:",
         ]
         lines += _index_lines(figures["decline_index"])
-    lines += ["", f"{'target':<78}{'measured':<32}result"]
+    width = max([len("target"), *(len(check.target) for check in checks)]) + 2
+    lines += ["", f"{'target':<{width}}{'measured':<32}result"]
     for check in checks:
-        lines.append(f"{check.target:<78}{check.measured:<32}{'PASS' if check.passed else 'FAIL'}")
+        lines.append(f"{check.target:<{width}}{check.measured:<32}{'PASS' if check.passed else 'FAIL'}")
     return "\n".join(lines)
