@@ -42,6 +42,8 @@ WRITERS = {
     "autopay cancel": ["autopay", "cancel", ACCOUNT, "--staff", "J. Ortiz", "--reason", "member request"],
 }
 READERS = {
+    # Writes only events left unsealed: here (every commit sealed its own) it only reads.
+    "audit seal": ["audit", "seal"],
     "pin status": ["pin", "status", ACCOUNT],
     "calls list": ["calls", "list"],
     "calls show": ["calls", "show", CALL_SID],
