@@ -28,13 +28,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psycopg
-
 from bench import driver, history, loader, lookup, procstat, report, sizes
+from bench.money import money as money_check
 from bench.services import REPO, Gunicorn, StripeEmulator, clean_env, free_port
 from db import migrate
 from ivr.cli.demo import caller_minute
-from payments.stripe_gateway import build_stripe_client
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
 DEFAULT_1M_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_1m"
@@ -192,37 +190,6 @@ def _service_env(url: str, port: int, stripe_base: str, log_format: str = "json"
 def _call_members(args: argparse.Namespace) -> list[loader.Member]:
     rng = random.Random(20261101)  # noqa: S311 - which accounts call, not a secret
     return [loader.member(index) for index in sorted(rng.sample(range(1, args.accounts + 1), args.calls))]
-
-
-def _money(url: str, stripe_base: str, results: list[driver.CallResult]) -> dict[str, Any]:
-    client = build_stripe_client(loader.BENCH_STRIPE_KEY, stripe_base, timeout=60)
-    succeeded = sum(
-        1
-        for intent in client.v1.payment_intents.list({"limit": 100}).auto_paging_iter()
-        if intent.status == "succeeded"
-    )
-    with psycopg.connect(loader.libpq_conninfo(url)) as conn:
-        payments, cents = conn.execute(
-            "SELECT count(*), coalesce(sum(amount_cents), 0) FROM payments"
-        ).fetchone() or (0, 0)
-        attempts: dict[str, int] = dict(
-            conn.execute("SELECT status, count(*) FROM payment_attempts GROUP BY status").fetchall()
-        )
-        calls: dict[str, int] = dict(
-            conn.execute("SELECT coalesce(outcome, status), count(*) FROM calls GROUP BY 1").fetchall()
-        )
-    paid = [r for r in results if r.error is None and not r.cut_by_deadline]
-    expected = sum(r.amount_cents for r in paid)
-    return {
-        "processor_succeeded": succeeded,
-        "ledger_payments": payments,
-        "ledger_cents": int(cents),
-        "expected_payments": len(paid),
-        "expected_cents": expected,
-        "attempts_by_status": attempts,
-        "calls_by_outcome": calls,
-        "match": succeeded == payments == len(paid) and int(cents) == expected,
-    }
 
 
 def _log_summary(path: Path) -> dict[str, Any]:
@@ -430,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
             "machine_busy_fraction": round(phase.machine_busy_fraction, 3),
         }
         figures["memory"] = _memory_figures(phase.memory)
-        figures["money"] = _money(args.database_url, stripe.base_url, phase.results)
+        figures["money"] = money_check(args.database_url, stripe.base_url, phase.results)
         figures["caller_minute"] = _caller_minute(stripe.base_url, workdir)
         figures["service_log"] = _log_summary(service_log)
         _log(
@@ -668,7 +635,7 @@ def _size_pass(
                 gunicorn.pid,
                 database=loader.database_name(url),
             )
-        money = _money(url, stripe.base_url, [*warm_results, *phase.results])
+        money = money_check(url, stripe.base_url, [*warm_results, *phase.results])
     load = _phase_figures(phase, len(plans))
     found = sizes.pass_figures(
         role,

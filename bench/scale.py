@@ -41,8 +41,9 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from bench import driver, loader, netns, procstat
+from bench.money import money
 from bench.scale_phases import ALONE, TOGETHER, WARMUP, Phase, merge, run_phase, schedule, split
-from bench.scale_report import audit_chain, checks, log_errors, money, render, speedup
+from bench.scale_report import audit_chain, checks, log_errors, render, speedup
 from bench.services import REPO, Gunicorn, StripeEmulator, clean_env, free_port
 from db import migrate
 

@@ -1,6 +1,6 @@
 """``make bench-scale``'s checks after the load, and its report.
 
-Money (the processor's succeeded PaymentIntents against the ledger), the audit chain
+Money (``bench.money``: the processor against the ledger), the audit chain
 (``securepay audit verify``, after ``securepay audit seal`` where that command exists),
 the servers' error-level log lines; then the targets with PASS/FAIL and the ratio of
 calls per second (reported, not targeted), printed as one table.
@@ -16,42 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from bench import driver, loader
 from bench.scale_phases import ALONE, TOGETHER
 from bench.services import REPO, clean_env
-from payments.stripe_gateway import build_stripe_client
-
-
-def money(url: str, stripe_base: str, results: Sequence[driver.CallResult]) -> dict[str, Any]:
-    """Succeeded PaymentIntents at the processor against the ledger, count and cents."""
-    client = build_stripe_client(loader.BENCH_STRIPE_KEY, stripe_base, timeout=60)
-    intents = [
-        intent
-        for intent in client.v1.payment_intents.list({"limit": 100}).auto_paging_iter()
-        if intent.status == "succeeded"
-    ]
-    with psycopg.connect(loader.libpq_conninfo(url)) as conn:
-        payments, cents = conn.execute(
-            "SELECT count(*), coalesce(sum(amount_cents), 0) FROM payments"
-        ).fetchone() or (0, 0)
-        attempts: dict[str, int] = dict(
-            conn.execute("SELECT status, count(*) FROM payment_attempts GROUP BY status").fetchall()
-        )
-    paid = [r for r in results if r.error is None and not r.cut_by_deadline]
-    expected = sum(r.amount_cents for r in paid)
-    processor_cents = sum(int(intent.amount) for intent in intents)
-    return {
-        "processor_succeeded": len(intents),
-        "processor_cents": processor_cents,
-        "ledger_payments": payments,
-        "ledger_cents": int(cents),
-        "expected_payments": len(paid),
-        "expected_cents": expected,
-        "attempts_by_status": attempts,
-        "match": len(intents) == payments == len(paid) and processor_cents == int(cents) == expected,
-    }
 
 
 def _securepay(args: Sequence[str], database_url: str) -> subprocess.CompletedProcess[str]:
