@@ -61,7 +61,7 @@ SEAL_BATCH = 500
 # (events another process committed and left, e.g. it was killed before its sealer ran).
 TIMER_SECONDS = 5.0
 # A sealer thread's shortest pause between passes (what it adds to the seal lag at most).
-COALESCE_SECONDS = 0.01
+COALESCE_SECONDS = 0.1
 # How long a commit without a sealer thread seals after itself at most (the rest is left
 # to the next sealer: a thread's timer, ``securepay audit seal``).
 COMMAND_SECONDS = 2.0
@@ -179,26 +179,50 @@ def seal_pending(engine: Engine, limit: int = SEAL_BATCH, seconds: float | None 
     sealed = 0
     with engine.connect() as connection:
         while True:
-            with connection.begin():
-                if not connection.scalar(_TRY_LOCK):
-                    return sealed  # the holder seals ours: it looks again after unlocking
-            try:
-                sealed += _seal_until_none(connection, limit, deadline)
-            finally:
-                _unlock(connection)
-            if deadline is not None and time.monotonic() >= deadline:
+            turn = _locked_turn(connection, limit, deadline)
+            if turn is None:
+                return sealed  # the holder seals ours: it looks again after unlocking
+            done, more = turn
+            sealed += done
+            if not more or (deadline is not None and time.monotonic() >= deadline):
                 return sealed
+
+
+def _locked_turn(connection: Connection, limit: int, deadline: float | None) -> tuple[int, bool] | None:
+    """One turn with the lock, in as few round trips as it allows: the lock taken in the
+    first batch's transaction; more batches only while they come back full (the sealer
+    keeps the lock and the head it holds); then the lock released and the table looked
+    at once more in one transaction. None when another sealer holds the lock; else how
+    many were sealed and whether an event is unsealed after the release."""
+    locked = more = False
+    sealed = 0
+    try:
+        with connection.begin():
+            locked = bool(connection.scalar(_TRY_LOCK))
+            if not locked:
+                return None
+            done, head = seal_batch(connection, limit)
+        sealed = done
+        while done == limit and (deadline is None or time.monotonic() < deadline):
             with connection.begin():
-                if connection.scalar(_ANY_UNSEALED) is None:
-                    return sealed
+                done, head = seal_batch(connection, limit, head)
+            sealed += done
+    finally:
+        # A session-level lock outlives a rolled-back transaction: always released.
+        if locked:
+            more = _release(connection)
+    return sealed, more
 
 
-def _unlock(connection: Connection) -> None:
-    """Release the session-level lock; a connection that cannot is discarded (its server
-    session ends, and the lock with it), never returned to the pool holding it."""
+def _release(connection: Connection) -> bool:
+    """Release the session-level lock, then look for an unsealed event (one transaction;
+    the look sees every commit before the release). A connection that cannot release is
+    discarded (its server session ends, and the lock with it), never returned to the
+    pool holding it."""
     try:
         with connection.begin():
             connection.execute(_UNLOCK)
+            return connection.scalar(_ANY_UNSEALED) is not None
     except SQLAlchemyError:
         connection.invalidate()
         raise
