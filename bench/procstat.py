@@ -73,6 +73,19 @@ def workers_cpu_seconds(master: int) -> float:
     return sum(cpu_seconds(pid) for pid in children(master)) + cpu_seconds(master, reaped_children=True)
 
 
+def system_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """System (kernel) CPU seconds of ``pid`` alone (or of its dead children)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return int(fields[14 if reaped_children else 12]) / CLOCK_TICKS
+
+
+def workers_system_seconds(master: int) -> float:
+    """The kernel's part of ``workers_cpu_seconds`` (system calls: sockets, the log)."""
+    return sum(system_seconds(pid) for pid in children(master)) + system_seconds(master, reaped_children=True)
+
+
 @dataclass
 class WorkerMemory:
     peak_rss_kib: int = 0

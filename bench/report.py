@@ -355,7 +355,8 @@ def render(figures: dict[str, Any], checks: Sequence[Check]) -> str:
         *latency_table(load["latency_by_state"], "Latency per flow state answered"),
         "",
         f"CPU: {figures['cpu']['workers_seconds']:.1f} s in gunicorn workers = "
-        f"{figures['cpu']['seconds_per_call'] * 1000:.1f} ms per call "
+        f"{figures['cpu']['seconds_per_call'] * 1000:.1f} ms per call, "
+        f"{figures['cpu'].get('system_seconds_per_call', 0) * 1000:.1f} ms of it in the kernel "
         f"(localstripe {figures['cpu']['localstripe_seconds_per_call'] * 1000:.1f} ms, PostgreSQL at least "
         f"{figures['cpu']['postgres_seconds_per_call'] * 1000:.1f} ms per call; the machine was "
         f"{figures['cpu']['machine_busy_fraction']:.0%} busy)",

@@ -220,6 +220,7 @@ class Phase:
     postgres_cpu_seconds: float
     machine_busy_fraction: float
     memory: procstat.MemoryPoller
+    workers_system_seconds: float = 0.0
 
 
 def _load_phase(
@@ -234,6 +235,7 @@ def _load_phase(
     (default: ``--database-url``'s)."""
     poller = procstat.MemoryPoller(master).start()
     workers_before = procstat.workers_cpu_seconds(master)
+    system_before = procstat.workers_system_seconds(master)
     machine_before = procstat.machine_cpu()
     database = database or loader.database_name(args.database_url)
     postgres_before = procstat.backend_cpu_seconds(database)
@@ -250,6 +252,7 @@ def _load_phase(
         results=results,
         wall_seconds=wall,
         workers_cpu_seconds=procstat.workers_cpu_seconds(master) - workers_before,
+        workers_system_seconds=procstat.workers_system_seconds(master) - system_before,
         postgres_cpu_seconds=procstat.backend_cpu_delta(
             postgres_before, procstat.backend_cpu_seconds(database)
         ),
@@ -392,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
         figures["cpu"] = {
             "workers_seconds": round(phase.workers_cpu_seconds, 2),
             "seconds_per_call": phase.workers_cpu_seconds / calls,
+            "system_seconds_per_call": phase.workers_system_seconds / calls,
             "localstripe_seconds_per_call": stripe_cpu / calls,
             "postgres_seconds_per_call": phase.postgres_cpu_seconds / calls,
             "machine_busy_fraction": round(phase.machine_busy_fraction, 3),
