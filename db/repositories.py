@@ -422,20 +422,7 @@ class SqlCredentials:
 
 # --- calls ----------------------------------------------------------------------------
 
-_CALL_FIELDS = (
-    "from_number",
-    "to_number",
-    "state",
-    "started_at",
-    "language",
-    "step",
-    "account_id",
-    "verified",
-    "data",
-    "status",
-    "outcome",
-    "ended_at",
-)
+_CALL_FIELDS = step_commit.CALL_FIELDS
 _LOAD_CALL = (
     select(_calls.c.call_sid, *(_calls.c[name] for name in _CALL_FIELDS))
     .where(_calls.c.call_sid == bindparam("p_call_sid"))

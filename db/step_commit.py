@@ -42,16 +42,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from db.models import AuditEvent, Call
 
-__all__ = ["CALL_FIELDS_SET", "EVENT_COLUMNS", "MOVE_AND_RECORD", "event_rows"]
+__all__ = ["CALL_FIELDS", "CALL_FIELDS_SET", "EVENT_COLUMNS", "MOVE_AND_RECORD", "event_rows"]
 
 _calls = cast(Table, Call.__table__)
 _events = cast(Table, AuditEvent.__table__)
 
-# What a save sets: every field of the call and ``updated_at`` (``SqlCalls.changes``).
-CALL_FIELDS_SET = (
+# A call's fields as ``CallRecord`` holds them (every column of ``calls`` but ``id``,
+# ``call_sid`` and ``updated_at``): what the calls repository loads, inserts and saves.
+CALL_FIELDS = (
     "from_number", "to_number", "state", "started_at", "language", "step", "account_id",
-    "verified", "data", "status", "outcome", "ended_at", "updated_at",
+    "verified", "data", "status", "outcome", "ended_at",
 )
+# What a save sets: every field and ``updated_at`` (``SqlCalls.changes``).
+CALL_FIELDS_SET = (*CALL_FIELDS, "updated_at")
 EVENT_COLUMNS = (
     "occurred_at", "event", "call_sid", "account_id", "actor", "os_user", "host", "process",
     "success", "detail",

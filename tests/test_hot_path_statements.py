@@ -194,3 +194,14 @@ def test_a_step_of_a_call_gone_from_the_database_writes_no_event(app: Flask) -> 
     with app.app_context(), current_services().unit_of_work() as uow:
         found = uow.session.scalars(select(AuditEvent.id).where(AuditEvent.call_sid == ghost.call_sid)).all()
     assert found == []
+
+
+def test_the_one_statement_writes_every_column_a_save_and_an_event_hold() -> None:
+    # A column added to calls or audit_events must be added to the statement too, or
+    # the step's write would silently drop it.
+    from db.step_commit import CALL_FIELDS_SET, EVENT_COLUMNS
+
+    calls = {column.name for column in Call.__table__.columns}
+    assert set(CALL_FIELDS_SET) == calls - {"id", "call_sid"}
+    events = {column.name for column in AuditEvent.__table__.columns}
+    assert set(EVENT_COLUMNS) == events - {"id", "seq", "prev_hash", "hash"}
