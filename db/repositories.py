@@ -609,10 +609,11 @@ class SqlEvents:
     def write_pending_moving(self, call_update: Mapping[str, Any]) -> bool:
         """PostgreSQL: the call's ``UPDATE`` (``SqlCalls.changes``) and the buffered
         events' ``INSERT`` in one statement (``db.step_commit``); False, and nothing
-        written, when there is no such call. Without events, nothing is done: True."""
+        written, when there is no such call. Only with events pending: the statement
+        tells a missing call by the events it inserted."""
         pending = self._pending
         if not pending:
-            return True
+            raise ValueError("no trail events to write with the call's update")
         params = {**call_update, "p_events": step_commit.event_rows(event._asdict() for event in pending)}
         if not _run(self._session, step_commit.MOVE_AND_RECORD, params).all():
             return False
