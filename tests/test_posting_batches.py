@@ -138,7 +138,8 @@ def test_reexport_writes_the_same_batch_and_says_so_in_the_trail(app: Flask, tak
     with services(app).sessions() as session:
         batch = session.get(PostingBatch, 1)
         assert batch is not None and batch.exports == 2
-        trail = select(AuditEvent.event).where(AuditEvent.event.like("posting_batch_%"))
+        named = AuditEvent.event.like("posting_batch_%")
+        trail = select(AuditEvent.event).where(named).order_by(AuditEvent.id)  # the order written
         events = list(session.scalars(trail))
     assert events == ["posting_batch_created", "posting_batch_reexported"]
     assert export(app, "--reexport", "9")[0] == 2
