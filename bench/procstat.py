@@ -38,14 +38,16 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """User+system CPU seconds of ``pid`` (with ``reaped_children``: only its dead children's)."""
+def cpu_seconds(pid: int, *, reaped_children: bool = False, system_only: bool = False) -> float:
+    """User+system CPU seconds of ``pid`` (with ``reaped_children``: only its dead children's;
+    with ``system_only``: the kernel's part alone)."""
     fields = _stat_fields(pid)
     if fields is None:
         return 0.0
     # Counting from field 3: utime is field 14 (index 11), stime 15, cutime 16, cstime 17.
     first = 13 if reaped_children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
+    system = int(fields[first + 1])
+    return (system if system_only else int(fields[first]) + system) / CLOCK_TICKS
 
 
 def _status_kib(pid: int, key: str) -> int | None:
@@ -68,22 +70,12 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
-def workers_cpu_seconds(master: int) -> float:
-    """CPU seconds of all the master's workers so far, the reaped ones included."""
-    return sum(cpu_seconds(pid) for pid in children(master)) + cpu_seconds(master, reaped_children=True)
-
-
-def system_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """System (kernel) CPU seconds of ``pid`` alone (or of its dead children)."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
-    return int(fields[14 if reaped_children else 12]) / CLOCK_TICKS
-
-
-def workers_system_seconds(master: int) -> float:
-    """The kernel's part of ``workers_cpu_seconds`` (system calls: sockets, the log)."""
-    return sum(system_seconds(pid) for pid in children(master)) + system_seconds(master, reaped_children=True)
+def workers_cpu_seconds(master: int, *, system_only: bool = False) -> float:
+    """CPU seconds of all the master's workers so far, the reaped ones included (with
+    ``system_only``: the kernel's part, system calls such as sockets and the log)."""
+    return sum(cpu_seconds(pid, system_only=system_only) for pid in children(master)) + cpu_seconds(
+        master, reaped_children=True, system_only=system_only
+    )
 
 
 @dataclass

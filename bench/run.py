@@ -235,7 +235,7 @@ def _load_phase(
     (default: ``--database-url``'s)."""
     poller = procstat.MemoryPoller(master).start()
     workers_before = procstat.workers_cpu_seconds(master)
-    system_before = procstat.workers_system_seconds(master)
+    system_before = procstat.workers_cpu_seconds(master, system_only=True)
     machine_before = procstat.machine_cpu()
     database = database or loader.database_name(args.database_url)
     postgres_before = procstat.backend_cpu_seconds(database)
@@ -252,7 +252,7 @@ def _load_phase(
         results=results,
         wall_seconds=wall,
         workers_cpu_seconds=procstat.workers_cpu_seconds(master) - workers_before,
-        workers_system_seconds=procstat.workers_system_seconds(master) - system_before,
+        workers_system_seconds=procstat.workers_cpu_seconds(master, system_only=True) - system_before,
         postgres_cpu_seconds=procstat.backend_cpu_delta(
             postgres_before, procstat.backend_cpu_seconds(database)
         ),
